@@ -1,0 +1,77 @@
+//! Slots of the per-CPU counter array (`FI_COUNTERS`) that every program bumps.
+//!
+//! The array is indexed by [`Counter`]; user space sums the per-CPU values.
+
+/// Name of the per-CPU counter map in the eBPF object.
+pub const COUNTERS_MAP: &str = "FI_COUNTERS";
+
+/// One slot of the counter array. The discriminant is the array index.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets seen by the TC egress program.
+    EgressPackets = 0,
+    /// Bytes (`skb->len`) seen by the TC egress program.
+    EgressBytes = 1,
+    /// Packets seen by the TC ingress program.
+    IngressPackets = 2,
+    /// Bytes (`skb->len`) seen by the TC ingress program.
+    IngressBytes = 3,
+    /// TCP connections opened by a process (sock_ops active established).
+    FlowsActive = 4,
+    /// TCP connections accepted by a process (sock_ops passive established).
+    FlowsPassive = 5,
+}
+
+/// Number of slots in the counter array.
+pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 6] = [
+        Counter::EgressPackets,
+        Counter::EgressBytes,
+        Counter::IngressPackets,
+        Counter::IngressBytes,
+        Counter::FlowsActive,
+        Counter::FlowsPassive,
+    ];
+
+    /// Stable snake_case name, used in logs, the API and tests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::EgressPackets => "egress_packets",
+            Counter::EgressBytes => "egress_bytes",
+            Counter::IngressPackets => "ingress_packets",
+            Counter::IngressBytes => "ingress_bytes",
+            Counter::FlowsActive => "flows_active",
+            Counter::FlowsPassive => "flows_passive",
+        }
+    }
+
+    /// Index of this counter in the array.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_dense_and_in_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index() as usize, i, "{c:?} is out of place");
+        }
+        assert_eq!(COUNTER_SLOTS as usize, Counter::ALL.len());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len());
+    }
+}

@@ -1,0 +1,78 @@
+//! A client for the daemon's API over its Unix socket, with errors that say what to do.
+
+use std::{io, path::Path};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::api::v1::system_service_client::SystemServiceClient;
+
+/// Why the daemon could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "fi-daemon is not running (nothing listens on {0}); start it with `sudo fi-daemon` \
+         or `cargo xtask run`, or point --socket / FI_SOCKET at its socket"
+    )]
+    NotRunning(String),
+    #[error(
+        "permission denied on {0}: the daemon's socket is root-only, because whoever can \
+         reach it can break the network of every container; run fictl as root (sudo)"
+    )]
+    PermissionDenied(String),
+    #[error("connecting to {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connecting to {path}: {source}")]
+    Transport {
+        path: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl ConnectError {
+    fn from_io(path: &Path, source: io::Error) -> Self {
+        let shown = path.display().to_string();
+        match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Self::NotRunning(shown),
+            io::ErrorKind::PermissionDenied => Self::PermissionDenied(shown),
+            _ => Self::Io {
+                path: shown,
+                source,
+            },
+        }
+    }
+}
+
+/// Opens a gRPC channel to the daemon listening on `socket`.
+pub async fn connect(socket: &Path) -> Result<Channel, ConnectError> {
+    // Probe once ourselves so that the common failures get a precise message rather than
+    // a generic transport error.
+    drop(
+        UnixStream::connect(socket)
+            .await
+            .map_err(|e| ConnectError::from_io(socket, e))?,
+    );
+    let path = socket.to_owned();
+    // The URI is required by the API but unused: the connector decides where to go.
+    Endpoint::from_static("http://fi-daemon.invalid")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|source| ConnectError::Transport {
+            path: socket.display().to_string(),
+            source,
+        })
+}
+
+/// A client of the system service.
+pub async fn system(socket: &Path) -> Result<SystemServiceClient<Channel>, ConnectError> {
+    Ok(SystemServiceClient::new(connect(socket).await?))
+}

@@ -1,0 +1,259 @@
+//! The data plane: fi's eBPF programs loaded into the kernel, and where they are attached.
+//!
+//! Every attachment is a TCX or cgroup *link* owned by this process, so the kernel removes
+//! it when the daemon exits, however it exits (also SIGKILL): no fault outlives the daemon.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{MapData, MapError, PerCpuArray},
+    programs::{
+        CgroupAttachMode, LinkOrder, ProgramError, SchedClassifier, SockOps, TcAttachType,
+        tc::TcAttachOptions,
+    },
+};
+use fi_common::counters::{COUNTERS_MAP, Counter};
+
+use crate::ebpf_object;
+
+/// Names of the programs in the eBPF object.
+pub mod program {
+    pub const TC_EGRESS: &str = "fi_tc_egress";
+    pub const TC_INGRESS: &str = "fi_tc_ingress";
+    pub const SOCK_OPS: &str = "fi_sockops";
+}
+
+/// Failures of loading or attaching fi's programs.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error(
+        "this binary was built without its eBPF object; build it with `cargo xtask build` \
+         (or set FI_EBPF_OBJECT to a built fi-ebpf object before `cargo build`)"
+    )]
+    ObjectNotBuilt,
+    #[error("loading the eBPF object (needs root, or CAP_BPF and CAP_NET_ADMIN): {0}")]
+    Load(#[source] Box<EbpfError>),
+    #[error("program {name} is missing from the eBPF object or has the wrong type")]
+    MissingProgram { name: &'static str },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("loading program {name} into the kernel (verifier or permissions): {source}")]
+    LoadProgram {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(
+        "attaching {program} to {hook} of interface {interface:?} (TCX needs Linux 6.6 or \
+         newer; does the interface exist?): {source}"
+    )]
+    AttachInterface {
+        program: &'static str,
+        hook: &'static str,
+        interface: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("opening cgroup {path:?}: {source}")]
+    OpenCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching {program} to cgroup {path:?}: {source}")]
+    AttachCgroup {
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<ProgramError>,
+    },
+}
+
+/// The hook of one attachment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    TcEgress,
+    TcIngress,
+    SockOps,
+}
+
+/// One program attached to one hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub hook: Hook,
+    /// Interface name, or cgroup directory.
+    pub target: String,
+    pub program: &'static str,
+}
+
+/// fi's programs, loaded, with their attachments.
+pub struct DataPlane {
+    // Owns the programs and their links: dropping it detaches everything.
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    attachments: Vec<Attachment>,
+    loaded_at: Instant,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    /// Loads the embedded object and every program in it (verifies them), attaching none.
+    pub fn load() -> Result<Self, DataPlaneError> {
+        Self::load_object(ebpf_object::object()?)
+    }
+
+    /// Loads a given eBPF object; [`DataPlane::load`] uses the embedded one.
+    pub fn load_object(object: &[u8]) -> Result<Self, DataPlaneError> {
+        let mut ebpf = Ebpf::load(object).map_err(|e| DataPlaneError::Load(Box::new(e)))?;
+        for name in [program::TC_EGRESS, program::TC_INGRESS] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DataPlaneError::LoadProgram {
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+        let name = program::SOCK_OPS;
+        sock_ops(&mut ebpf)?
+            .load()
+            .map_err(|source| DataPlaneError::LoadProgram {
+                name,
+                source: Box::new(source),
+            })?;
+
+        let map = ebpf
+            .take_map(COUNTERS_MAP)
+            .ok_or(DataPlaneError::MissingMap { name: COUNTERS_MAP })?;
+        let counters = PerCpuArray::try_from(map).map_err(|source| DataPlaneError::Map {
+            name: COUNTERS_MAP,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            counters,
+            attachments: Vec::new(),
+            loaded_at: Instant::now(),
+        })
+    }
+
+    /// Attaches the egress and ingress classifiers to an interface, as TCX links.
+    pub fn attach_interface(&mut self, interface: &str) -> Result<(), DataPlaneError> {
+        for (program, hook, attach_type) in [
+            (program::TC_EGRESS, Hook::TcEgress, TcAttachType::Egress),
+            (program::TC_INGRESS, Hook::TcIngress, TcAttachType::Ingress),
+        ] {
+            // TCX explicitly (never the netlink fallback): a netlink filter would outlive
+            // the daemon, a TCX link dies with it.
+            let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+            classifier(&mut self.ebpf, program)?
+                .attach_with_options(interface, attach_type, options)
+                .map_err(|source| DataPlaneError::AttachInterface {
+                    program,
+                    hook: if hook == Hook::TcEgress {
+                        "egress"
+                    } else {
+                        "ingress"
+                    },
+                    interface: interface.to_owned(),
+                    source: Box::new(source),
+                })?;
+            self.attachments.push(Attachment {
+                hook,
+                target: interface.to_owned(),
+                program,
+            });
+        }
+        Ok(())
+    }
+
+    /// Attaches the sock_ops program to a cgroup directory (it then sees every TCP socket
+    /// of the processes in that cgroup and its descendants).
+    pub fn attach_cgroup(&mut self, path: &Path) -> Result<(), DataPlaneError> {
+        let program = program::SOCK_OPS;
+        let cgroup = File::open(path).map_err(|source| DataPlaneError::OpenCgroup {
+            path: path.to_owned(),
+            source,
+        })?;
+        // A cgroup *link* always coexists with other programs on the hook (the kernel
+        // attaches links in multi mode); the flags of link_create must stay 0 (Single).
+        sock_ops(&mut self.ebpf)?
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|source| DataPlaneError::AttachCgroup {
+                program,
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        self.attachments.push(Attachment {
+            hook: Hook::SockOps,
+            target: path.display().to_string(),
+            program,
+        });
+        Ok(())
+    }
+
+    /// Every counter, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataPlaneError> {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let per_cpu = self.counters.get(&counter.index(), 0).map_err(|source| {
+                    DataPlaneError::Map {
+                        name: COUNTERS_MAP,
+                        source,
+                    }
+                })?;
+                Ok((counter, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    pub fn loaded_at(&self) -> Instant {
+        self.loaded_at
+    }
+
+    /// A loaded classifier, for `BPF_PROG_TEST_RUN` and benchmarks.
+    pub fn classifier(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DataPlaneError> {
+        classifier(&mut self.ebpf, name)
+    }
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DataPlaneError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataPlaneError::MissingProgram { name })
+}
+
+fn sock_ops(ebpf: &mut Ebpf) -> Result<&mut SockOps, DataPlaneError> {
+    let name = program::SOCK_OPS;
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataPlaneError::MissingProgram { name })
+}

@@ -1,0 +1,155 @@
+//! A fi-daemon process for one test, and a client to it.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use fi_daemon::{api::v1::GetStatusResponse, client};
+
+use crate::process::bin_path;
+
+/// A running fi-daemon. Dropping it kills it (SIGKILL) if a test did not stop it.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts fi-daemon attached to `ifaces` and to `cgroup`, and waits until it answers.
+    pub fn start(id: &str, ifaces: &[&str], cgroup: &Path) -> Self {
+        let dir = std::env::temp_dir();
+        let socket = dir.join(format!("fi-test-{id}.sock"));
+        let log = dir.join(format!("fi-test-{id}.log"));
+        let log_file = File::create(&log).expect("creating the daemon's log file");
+        let child = Command::new(bin_path("fi-daemon"))
+            .arg("--iface")
+            .arg(ifaces.join(","))
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--socket")
+            .arg(&socket)
+            .env("FI_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting fi-daemon");
+        let mut daemon = Self {
+            child: Some(child),
+            socket,
+            log,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child_mut().try_wait().expect("polling fi-daemon") {
+                panic!("fi-daemon exited early ({status}):\n{}", self.log());
+            }
+            if self.try_status().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("fi-daemon did not answer within 15 s:\n{}", self.log());
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("daemon already stopped")
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon already stopped").id()
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_status(&self) -> Result<GetStatusResponse, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        runtime.block_on(async {
+            let mut system = client::system(&self.socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            system
+                .get_status(fi_daemon::api::v1::GetStatusRequest {})
+                .await
+                .map(tonic_response_inner)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// The daemon's status.
+    pub fn status(&self) -> GetStatusResponse {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("GetStatus failed: {e}\n{}", self.log()))
+    }
+
+    /// The data-path counters by name.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.status()
+            .counters
+            .into_iter()
+            .map(|c| (c.name, c.value))
+            .collect()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGKILL, then waits: the daemon gets no chance to clean up.
+    pub fn kill(mut self) -> ExitStatus {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for fi-daemon") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("fi-daemon did not exit within 10 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn tonic_response_inner<T>(response: tonic::Response<T>) -> T {
+    response.into_inner()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}

@@ -1,0 +1,18 @@
+//! Test scenery for fi: "containers" (a network namespace plus a cgroup v2 directory),
+//! a bridge between them, and a running fi-daemon. Everything is removed on drop, also
+//! when a test panics, and names are unique per process so test binaries can run in
+//! parallel.
+//!
+//! Only addresses assigned inside namespaces made here are ever used, and no namespace has
+//! a default route: nothing a test sends can leave the machine.
+
+pub mod daemon;
+pub mod kernel_view;
+pub mod net;
+pub mod packet;
+pub mod privileges;
+pub mod process;
+
+pub use daemon::Daemon;
+pub use net::{Container, Lab};
+pub use privileges::require_privileges;

@@ -1,0 +1,59 @@
+//! fi's developer tasks. `cargo xtask --help` lists them.
+
+mod cmd;
+mod ebpf;
+mod setup;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "fi's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing (apt packages, rust-src, bpf-linker) and check the kernel.
+    /// Idempotent: a second run changes nothing.
+    Setup,
+    /// Build the eBPF object (nightly, bpfel-unknown-none), then the daemon and fictl.
+    Build {
+        /// Build the user-space binaries with optimizations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the tests: host unit tests, BPF_PROG_TEST_RUN tests and privileged integration
+    /// tests (these need root).
+    Test {
+        /// Run only one tier.
+        #[arg(long, value_enum)]
+        tier: Option<tasks::Tier>,
+        /// Passed to the test binaries (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt --check and clippy (warnings denied), on the host crates and on fi-ebpf.
+    Lint,
+    /// Build, then run fi-daemon in the foreground (needs root). Ctrl-C stops it.
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Passed to fi-daemon (e.g. `-- --iface eth0`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build { release } => tasks::build(release).map(drop),
+        Task::Test { tier, args } => tasks::test(tier, &args),
+        Task::Lint => tasks::lint(),
+        Task::Run { release, args } => tasks::run(release, &args),
+    }
+}

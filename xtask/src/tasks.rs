@@ -1,0 +1,84 @@
+//! build, test, lint, run.
+
+use std::{path::PathBuf, process::Command};
+
+use crate::{cmd, ebpf};
+
+/// A test tier. Without `--tier`, all run in one `cargo test` invocation.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Tier {
+    /// Host unit tests of the pure logic (no privileges).
+    Unit,
+    /// BPF_PROG_TEST_RUN: crafted packets fed to the loaded programs (root).
+    Bpf,
+    /// Real namespaces, cgroups, daemon and clients (root).
+    Integration,
+}
+
+/// Builds the eBPF object, then the user-space binaries that embed it.
+/// Returns the directory that holds the binaries.
+pub fn build(release: bool) -> anyhow::Result<PathBuf> {
+    let object = ebpf::build()?;
+    let mut c = host_cargo("build", &object);
+    c.args(["--workspace", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    cmd::run(&mut c)?;
+    Ok(cmd::workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
+}
+
+/// `cargo <sub>` on the host workspace, with the eBPF object to embed.
+fn host_cargo(sub: &str, object: &std::path::Path) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(cmd::workspace_root())
+        .arg(sub)
+        .env("FI_EBPF_OBJECT", object);
+    c
+}
+
+pub fn test(tier: Option<Tier>, args: &[String]) -> anyhow::Result<()> {
+    // The binaries (fi-daemon, fictl) must exist before the integration tests start them.
+    let bin_dir = build(false)?;
+    let object = ebpf::object_path();
+    let mut c = host_cargo("test", &object);
+    c.env("FI_BIN_DIR", &bin_dir);
+    match tier {
+        None => c.arg("--workspace"),
+        Some(Tier::Unit) => c.args(["--workspace", "--exclude", "fi-tests"]),
+        Some(Tier::Bpf) => c.args(["-p", "fi-tests", "--test", "prog_test_run"]),
+        Some(Tier::Integration) => c.args(["-p", "fi-tests", "--test", "*"]),
+    };
+    c.arg("--").args(args);
+    cmd::run(&mut c)
+}
+
+pub fn lint() -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(root.join("fi-ebpf"))
+            .args(["+nightly", "fmt", "--all", "--check"]),
+    )?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    cmd::run(ebpf::cargo("clippy").args(["--release", "--", "-D", "warnings"]))
+}
+
+pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
+    let bin_dir = build(release)?;
+    cmd::run(Command::new(bin_dir.join("fi-daemon")).args(args))
+}
