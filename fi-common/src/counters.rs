@@ -21,6 +21,16 @@ pub enum Counter {
     FlowsActive = 4,
     /// TCP connections accepted by a process (sock_ops passive established).
     FlowsPassive = 5,
+    /// Request heads parsed and reported.
+    Requests = 6,
+    /// Response heads parsed and paired with their request.
+    Responses = 7,
+    /// Events dropped because the ring buffer was full (a slow reader).
+    EventsLost = 8,
+    /// Payloads that started like an HTTP head and then broke its grammar.
+    ParseErrors = 9,
+    /// Flows recorded at connect() (entries written to the flow map).
+    FlowsTracked = 10,
 }
 
 /// Number of slots in the counter array.
@@ -28,13 +38,18 @@ pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 11] = [
         Counter::EgressPackets,
         Counter::EgressBytes,
         Counter::IngressPackets,
         Counter::IngressBytes,
         Counter::FlowsActive,
         Counter::FlowsPassive,
+        Counter::Requests,
+        Counter::Responses,
+        Counter::EventsLost,
+        Counter::ParseErrors,
+        Counter::FlowsTracked,
     ];
 
     /// Stable snake_case name, used in logs, the API and tests.
@@ -46,6 +61,11 @@ impl Counter {
             Counter::IngressBytes => "ingress_bytes",
             Counter::FlowsActive => "flows_active",
             Counter::FlowsPassive => "flows_passive",
+            Counter::Requests => "requests",
+            Counter::Responses => "responses",
+            Counter::EventsLost => "events_lost",
+            Counter::ParseErrors => "parse_errors",
+            Counter::FlowsTracked => "flows_tracked",
         }
     }
 

@@ -6,3 +6,8 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 
 pub mod counters;
+pub mod event;
+pub mod flow;
+pub mod http;
+#[cfg(feature = "user")]
+pub mod user;

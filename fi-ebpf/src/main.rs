@@ -1,42 +1,35 @@
 //! fi's eBPF programs.
 //!
-//! - `fi_sockops` (cgroup sock_ops, attached at a cgroup, usually the cgroup2 root): sees
-//!   every TCP connection of the processes below it.
-//! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): see every packet on the interfaces
-//!   they are attached to. They never claim traffic that is not theirs: the verdict for
-//!   anything they do not act on is `TCX_NEXT`, so other programs on the hook still run.
+//! - `fi_sockops` (cgroup sock_ops, attached at a cgroup, usually the cgroup2 root): records
+//!   each outgoing TCP connection with its owner cgroup (flows.rs).
+//! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): count packets, and on flows of
+//!   targeted cgroups parse HTTP request and response heads (http.rs). They never claim
+//!   traffic: the verdict is always `TCX_NEXT`, so other programs on the hook still run.
 #![no_std]
 #![no_main]
 
+mod flows;
+mod http;
+mod maps;
+mod packet;
+
 use aya_ebpf::{
-    bindings::{
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        tcx_action_base::TCX_NEXT,
-    },
-    macros::{classifier, map, sock_ops},
-    maps::PerCpuArray,
+    bindings::tcx_action_base::TCX_NEXT,
+    macros::{classifier, sock_ops},
     programs::{SockOpsContext, TcContext},
 };
-use fi_common::counters::{COUNTER_SLOTS, Counter};
+use fi_common::{
+    counters::Counter,
+    flow::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+};
 
-#[map(name = "FI_COUNTERS")]
-static FI_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
-
-/// Adds `by` to a per-CPU counter. Per-CPU slots need no atomics: a program runs to
-/// completion on one CPU without preemption by another instance on that CPU.
-#[inline(always)]
-fn bump(counter: Counter, by: u64) {
-    if let Some(slot) = FI_COUNTERS.get_ptr_mut(counter.index()) {
-        // SAFETY: the pointer comes from a successful lookup in a per-CPU array and stays
-        // valid for the life of this program invocation.
-        unsafe { *slot += by };
-    }
-}
+use crate::maps::bump;
 
 #[classifier]
 pub fn fi_tc_egress(ctx: TcContext) -> i32 {
     bump(Counter::EgressPackets, 1);
     bump(Counter::EgressBytes, u64::from(ctx.len()));
+    http::observe(&ctx, DIRECTION_EGRESS);
     TCX_NEXT
 }
 
@@ -44,16 +37,13 @@ pub fn fi_tc_egress(ctx: TcContext) -> i32 {
 pub fn fi_tc_ingress(ctx: TcContext) -> i32 {
     bump(Counter::IngressPackets, 1);
     bump(Counter::IngressBytes, u64::from(ctx.len()));
+    http::observe(&ctx, DIRECTION_INGRESS);
     TCX_NEXT
 }
 
 #[sock_ops]
 pub fn fi_sockops(ctx: SockOpsContext) -> u32 {
-    match ctx.op() {
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => bump(Counter::FlowsActive, 1),
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => bump(Counter::FlowsPassive, 1),
-        _ => {}
-    }
+    flows::on_sock_op(&ctx);
     // sock_ops programs return 1 to let the kernel go on; they never block a socket.
     1
 }

@@ -15,6 +15,11 @@ pub fn cargo(sub: &str) -> Command {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTFLAGS")
+        // BTF (with func_info) is what the kernel needs to accept bpf_loop callbacks.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
         .args(["+nightly", sub, "--target", TARGET, "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(root.join("target"));

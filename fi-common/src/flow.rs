@@ -1,0 +1,175 @@
+//! Flow attribution: which cgroup opened a TCP connection, and where its HTTP exchange is.
+//!
+//! sock_ops records every outgoing TCP connection (at `connect()`, in the process's
+//! context, so the cgroup is the caller's) under its 4-tuple. The TC programs find the
+//! owner through this map, because a packet that crossed a veth has lost its socket.
+
+/// The LRU hash map of flows: [`FlowKey`] -> [`FlowState`].
+pub const FLOWS_MAP: &str = "FI_FLOWS";
+/// Entries of [`FLOWS_MAP`]. LRU: a burst of connections can evict old entries, never fail.
+pub const MAX_FLOWS: u32 = 65_536;
+/// The hash map of targeted cgroups: cgroup id (u64) -> flags (u32, [`TARGET_WATCH`]).
+pub const TARGETS_MAP: &str = "FI_TARGETS";
+pub const MAX_TARGETS: u32 = 4096;
+/// Requests of flows owned by this cgroup, or by one below it, are reported.
+pub const TARGET_WATCH: u32 = 1;
+/// Ancestor levels of the owner cgroup kept per flow (level 1 = a child of the root).
+pub const CGROUP_LEVELS: usize = 8;
+/// Requests in flight per flow whose timestamps are kept (pipelining depth).
+pub const PENDING: usize = 8;
+
+/// A TCP connection, oriented from the client (the side that called `connect()`).
+/// Addresses are IPv6; IPv4 ones are IPv4-mapped (`::ffff:a.b.c.d`), so that a dual-stack
+/// socket and the IPv4 packets it sends give the same key. Ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub client: [u8; 16],
+    pub server: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// `::ffff:a.b.c.d` for an IPv4 address in network byte order.
+#[inline(always)]
+pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 address.
+pub fn as_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
+    (addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff)
+        .then(|| [addr[12], addr[13], addr[14], addr[15]])
+}
+
+impl FlowKey {
+    /// The key of the same connection seen from the other side.
+    #[inline(always)]
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            client: self.server,
+            server: self.client,
+            client_port: self.server_port,
+            server_port: self.client_port,
+            _pad: 0,
+        }
+    }
+}
+
+/// Where the client's packets of a flow were first seen: `ifindex << 1 | direction`.
+/// Requests are parsed only there, responses only at the opposite direction of the same
+/// interface, so a request that crosses two attached interfaces is seen once.
+pub const DIRECTION_EGRESS: u32 = 0;
+pub const DIRECTION_INGRESS: u32 = 1;
+
+#[inline(always)]
+pub const fn claim(ifindex: u32, direction: u32) -> u32 {
+    (ifindex << 1) | (direction & 1)
+}
+
+/// Valid bit of [`FlowState::request_body_end`].
+pub const SKIP_REQUEST_BODY: u32 = 1 << 0;
+/// Valid bit of [`FlowState::response_body_end`].
+pub const SKIP_RESPONSE_BODY: u32 = 1 << 1;
+
+/// What the kernel knows of one flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowState {
+    /// Socket cookie: unique for the life of the machine.
+    pub cookie: u64,
+    /// cgroup id (inode of the cgroup2 directory) of the process that connected.
+    pub cgroup_id: u64,
+    /// Its ancestors: `ancestors[i]` is the cgroup at level `i + 1`, 0 past its depth.
+    pub ancestors: [u64; CGROUP_LEVELS],
+    /// [`claim`] of the hook that parses this flow's requests; 0 until the first packet.
+    pub claim: u32,
+    /// Index the next request will get (requests seen so far).
+    pub next_request: u32,
+    /// Index of the request the next response answers.
+    pub next_response: u32,
+    /// SKIP_* bits.
+    pub skip: u32,
+    /// TCP sequence number where the current request body ends (client payload before
+    /// it is body, not a new request).
+    pub request_body_end: u32,
+    /// Same for the server's responses.
+    pub response_body_end: u32,
+    /// Send time (ns, CLOCK_MONOTONIC) of request `i`, at `i % PENDING`.
+    pub pending_ts: [u64; PENDING],
+    /// Method of request `i`, at `i % PENDING` (a HEAD response has no body).
+    pub pending_method: [u8; PENDING],
+}
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 64 + 8);
+
+impl FlowState {
+    pub const fn new(cookie: u64, cgroup_id: u64, ancestors: [u64; CGROUP_LEVELS]) -> FlowState {
+        FlowState {
+            cookie,
+            cgroup_id,
+            ancestors,
+            claim: 0,
+            next_request: 0,
+            next_response: 0,
+            skip: 0,
+            request_body_end: 0,
+            response_body_end: 0,
+            pending_ts: [0; PENDING],
+            pending_method: [0; PENDING],
+        }
+    }
+}
+
+/// `a` comes before `b` in TCP sequence space (wrapping).
+#[inline(always)]
+pub const fn seq_before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversing_twice_is_identity() {
+        let k = FlowKey {
+            client: v4_mapped([10, 0, 0, 1]),
+            server: v4_mapped([10, 0, 0, 2]),
+            client_port: 40000,
+            server_port: 80,
+            _pad: 0,
+        };
+        assert_eq!(k.reversed().reversed(), k);
+        assert_eq!(k.reversed().client_port, 80);
+    }
+
+    #[test]
+    fn v4_mapping_round_trips() {
+        assert_eq!(as_v4(&v4_mapped([127, 0, 0, 1])), Some([127, 0, 0, 1]));
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(as_v4(&v6), None);
+    }
+
+    #[test]
+    fn sequence_comparison_wraps() {
+        assert!(seq_before(1, 2));
+        assert!(!seq_before(2, 2));
+        assert!(seq_before(u32::MAX - 5, 10));
+        assert!(!seq_before(10, u32::MAX - 5));
+    }
+
+    #[test]
+    fn claims_keep_direction_apart() {
+        assert_ne!(claim(3, DIRECTION_EGRESS), claim(3, DIRECTION_INGRESS));
+        assert_ne!(
+            claim(1, DIRECTION_EGRESS),
+            0,
+            "a claim is never the unclaimed value"
+        );
+    }
+}

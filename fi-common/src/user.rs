@@ -1,0 +1,14 @@
+//! aya `Pod` impls, so that user space can read and write these types in maps.
+
+use crate::{
+    flow::{FlowKey, FlowState},
+    http::CaptureConfig,
+};
+
+// SAFETY: each is #[repr(C)], Copy, made of integers and arrays of integers, with explicit
+// padding fields, so every bit pattern is valid and there are no uninitialized bytes.
+unsafe impl aya::Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowState {}
+// SAFETY: as above.
+unsafe impl aya::Pod for CaptureConfig {}

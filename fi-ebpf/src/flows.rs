@@ -1,0 +1,165 @@
+//! sock_ops: records each outgoing TCP connection with the cgroup of the process that
+//! opened it, and forgets it when it closes.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+    },
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie,
+        bpf_ktime_get_ns,
+    },
+    programs::SockOpsContext,
+};
+use fi_common::{
+    counters::Counter,
+    event::{EVENT_FLOW_CLOSED, EventHeader, FlowClosedEvent},
+    flow::{CGROUP_LEVELS, FlowKey, FlowState, v4_mapped},
+};
+
+use crate::maps::{FI_EVENTS, FI_FLOWS, bump};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const TCP_CLOSE: u32 = 7;
+
+pub fn on_sock_op(ctx: &SockOpsContext) {
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => bump(Counter::FlowsActive, 1),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => bump(Counter::FlowsPassive, 1),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => on_close(ctx),
+        _ => {}
+    }
+}
+
+/// The flow key of a socket, oriented from this (the connecting) side.
+#[inline(always)]
+fn flow_key(ctx: &SockOpsContext) -> Option<FlowKey> {
+    let (client, server) = match ctx.family() {
+        AF_INET => (
+            v4_mapped(ctx.local_ip4().to_ne_bytes()),
+            v4_mapped(ctx.remote_ip4().to_ne_bytes()),
+        ),
+        AF_INET6 => {
+            // SAFETY: `ops` is the context the kernel passed; each field is read at its own
+            // constant offset (the verifier refuses a moved context pointer).
+            let ops = unsafe { &*ctx.ops };
+            (
+                ip6_bytes([
+                    read_word(&ops.local_ip6[0]),
+                    read_word(&ops.local_ip6[1]),
+                    read_word(&ops.local_ip6[2]),
+                    read_word(&ops.local_ip6[3]),
+                ]),
+                ip6_bytes([
+                    read_word(&ops.remote_ip6[0]),
+                    read_word(&ops.remote_ip6[1]),
+                    read_word(&ops.remote_ip6[2]),
+                    read_word(&ops.remote_ip6[3]),
+                ]),
+            )
+        }
+        _ => return None,
+    };
+    Some(FlowKey {
+        client,
+        server,
+        client_port: ctx.local_port() as u16,
+        server_port: remote_port(ctx.remote_port()),
+        _pad: 0,
+    })
+}
+
+/// A 32-bit context field, read exactly once where it is.
+#[inline(always)]
+fn read_word(field: &u32) -> u32 {
+    // SAFETY: a reference to a field of the context is valid to read.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// `remote_port` is the network-order port shifted left by 16 on little-endian kernels
+/// (so that `ntohl` gives the port); older kernels left it unshifted. Accept both.
+#[inline(always)]
+fn remote_port(raw: u32) -> u16 {
+    if raw & 0xffff == 0 {
+        u32::from_be(raw) as u16
+    } else {
+        u16::from_be(raw as u16)
+    }
+}
+
+/// An IPv6 address as the kernel stores it (four network-order words) to bytes.
+#[inline(always)]
+fn ip6_bytes(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}
+
+/// connect(): runs in the context of the calling process, so the current cgroup is the
+/// owner's. The SYN has not been sent yet, so the flow is known before its first packet.
+fn on_connect(ctx: &SockOpsContext) {
+    let Some(key) = flow_key(ctx) else { return };
+    // SAFETY: helpers without memory arguments; the context pointer is the program's own.
+    let (cookie, cgroup_id) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_current_cgroup_id(),
+        )
+    };
+    let mut ancestors = [0u64; CGROUP_LEVELS];
+    let mut level = 0;
+    while level < CGROUP_LEVELS {
+        // SAFETY: as above; a level past the cgroup's depth gives 0.
+        ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
+        level += 1;
+    }
+    if FI_FLOWS
+        .insert(&key, &FlowState::new(cookie, cgroup_id, ancestors), 0)
+        .is_ok()
+    {
+        bump(Counter::FlowsTracked, 1);
+    }
+    // Ask for state changes, to forget the flow when it closes.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+fn on_close(ctx: &SockOpsContext) {
+    let Some(key) = flow_key(ctx) else { return };
+    let Some(flow) = FI_FLOWS.get_ptr(&key) else {
+        return;
+    };
+    // SAFETY: a pointer from a successful lookup, valid during this invocation.
+    let flow = unsafe { &*flow };
+    if flow.next_request != flow.next_response {
+        // Requests that got no answer: tell the daemon they never will on this flow.
+        let event = FlowClosedEvent {
+            header: EventHeader {
+                kind: EVENT_FLOW_CLOSED,
+                ifindex: 0,
+                // SAFETY: no arguments.
+                ts_ns: unsafe { bpf_ktime_get_ns() },
+                cookie: flow.cookie,
+                cgroup_id: flow.cgroup_id,
+                key,
+            },
+            requests: flow.next_request,
+            responses: flow.next_response,
+        };
+        if FI_EVENTS.output::<FlowClosedEvent>(&event, 0).is_err() {
+            bump(Counter::EventsLost, 1);
+        }
+    }
+    let _ = FI_FLOWS.remove(&key);
+}

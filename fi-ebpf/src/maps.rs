@@ -1,0 +1,53 @@
+//! Every map of fi's programs. Names are the ones fi-common exports for user space.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use fi_common::{
+    counters::{COUNTER_SLOTS, Counter},
+    event::{EVENTS_BYTES, RequestEvent, ResponseEvent},
+    flow::{FlowKey, FlowState, MAX_FLOWS, MAX_TARGETS},
+    http::{CaptureConfig, RequestParser, ResponseParser, SCAN_LEN},
+};
+
+#[map(name = "FI_COUNTERS")]
+pub static FI_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "FI_FLOWS")]
+pub static FI_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "FI_TARGETS")]
+pub static FI_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+#[map(name = "FI_CAPTURE")]
+pub static FI_CAPTURE: Array<CaptureConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "FI_EVENTS")]
+pub static FI_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-CPU working memory: too large for the 512-byte BPF stack. A program runs to
+/// completion on its CPU, so one slot per CPU is never shared.
+#[repr(C)]
+pub struct Scratch {
+    /// The first bytes of the payload.
+    pub buf: [u8; SCAN_LEN],
+    pub request: RequestParser,
+    pub response: ResponseParser,
+    pub request_event: RequestEvent,
+    pub response_event: ResponseEvent,
+}
+
+#[map(name = "FI_SCRATCH")]
+pub static FI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds `by` to a per-CPU counter. Per-CPU slots need no atomics: a program runs to
+/// completion on one CPU without preemption by another instance on that CPU.
+#[inline(always)]
+pub fn bump(counter: Counter, by: u64) {
+    if let Some(slot) = FI_COUNTERS.get_ptr_mut(counter.index()) {
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU array and stays
+        // valid for the life of this program invocation.
+        unsafe { *slot += by };
+    }
+}
