@@ -18,6 +18,10 @@ pub enum CgroupError {
     Escapes(PathBuf),
     #[error("{path:?} is outside the cgroup2 mount {mount:?}")]
     OutsideMount { path: PathBuf, mount: PathBuf },
+    #[error("no container with id {0} (looked for docker, containerd, CRI-O and podman cgroups)")]
+    NoSuchContainer(String),
+    #[error("container id {id} is ambiguous, it matches {matches:?}; give more digits")]
+    AmbiguousContainer { id: String, matches: Vec<String> },
 }
 
 /// The first cgroup2 mount point listed in a /proc/mounts text.
@@ -159,5 +163,199 @@ mod tests {
             "{missing:?}"
         );
         std::fs::remove_dir_all(&mount).unwrap();
+    }
+}
+
+/// The id the kernel gives a cgroup (`bpf_get_current_cgroup_id`): the inode number of its
+/// directory in the cgroup2 filesystem.
+pub fn cgroup_id(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    Ok(std::fs::metadata(path)?.ino())
+}
+
+/// A cgroup path as shown to users: relative to the mount, with a leading '/'.
+pub fn display_path(mount: &Path, path: &Path) -> String {
+    match path.strip_prefix(mount) {
+        Ok(rel) if rel.as_os_str().is_empty() => "/".to_owned(),
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// Whether `spec` is a container id rather than a path: 12 to 64 hex digits.
+pub fn looks_like_container_id(spec: &str) -> bool {
+    (12..=64).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The container id inside a cgroup directory name, for the usual layouts:
+/// `docker-<id>.scope` (docker, systemd driver), `<id>` (docker, cgroupfs driver; Kubernetes
+/// cgroupfs), `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope` (podman).
+pub fn container_id_of(dir_name: &str) -> Option<&str> {
+    let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
+    let id = [
+        "docker-",
+        "cri-containerd-",
+        "crio-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name);
+    looks_like_container_id(id).then_some(id)
+}
+
+/// Finds the cgroup of a container by its id (or a unique prefix of at least 12 digits).
+pub fn find_container(mount: &Path, id: &str) -> Result<PathBuf, CgroupError> {
+    let id = id.to_ascii_lowercase();
+    let mut found = Vec::new();
+    let mut stack = vec![(mount.to_owned(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if container_id_of(&name).is_some_and(|c| c.to_ascii_lowercase().starts_with(&id)) {
+                found.push(path.clone());
+            }
+            if depth < 10 {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(CgroupError::NoSuchContainer(id)),
+        1 => Ok(found.remove(0)),
+        _ => Err(CgroupError::AmbiguousContainer {
+            id,
+            matches: found.iter().map(|p| display_path(mount, p)).collect(),
+        }),
+    }
+}
+
+/// Resolves a target given by a user: a container id, or a cgroup path.
+pub fn resolve_target(mount: &Path, spec: &str) -> Result<PathBuf, CgroupError> {
+    if looks_like_container_id(spec) {
+        find_container(mount, spec)
+    } else {
+        resolve_in(mount, Path::new(spec))
+    }
+}
+
+/// Maps cgroup ids back to paths, rescanning the hierarchy when an id is unknown (at most
+/// once a second, so a flood of unknown ids cannot turn into a flood of scans).
+#[derive(Debug)]
+pub struct CgroupIndex {
+    mount: PathBuf,
+    by_id: std::collections::HashMap<u64, String>,
+    last_scan: Option<std::time::Instant>,
+}
+
+impl CgroupIndex {
+    pub fn new(mount: PathBuf) -> Self {
+        Self {
+            mount,
+            by_id: std::collections::HashMap::new(),
+            last_scan: None,
+        }
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The cgroup's path relative to the mount, or `cgroup:<id>` if it is gone.
+    pub fn path_of(&mut self, id: u64) -> String {
+        if let Some(path) = self.by_id.get(&id) {
+            return path.clone();
+        }
+        let stale = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(1));
+        if stale {
+            self.rescan();
+        }
+        self.by_id
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("cgroup:{id}"))
+    }
+
+    fn rescan(&mut self) {
+        self.last_scan = Some(std::time::Instant::now());
+        let mut stack = vec![self.mount.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(id) = cgroup_id(&dir) {
+                self.by_id.insert(id, display_path(&self.mount, &dir));
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod container_tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_found_in_every_layout() {
+        let id = "3f2a9c1d7e5b4a6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
+        for name in [
+            format!("docker-{id}.scope"),
+            id.to_owned(),
+            format!("cri-containerd-{id}.scope"),
+            format!("crio-{id}.scope"),
+            format!("libpod-{id}.scope"),
+        ] {
+            assert_eq!(container_id_of(&name), Some(id), "{name}");
+        }
+        assert_eq!(container_id_of("system.slice"), None);
+        assert_eq!(container_id_of("docker.service"), None);
+        assert_eq!(container_id_of("abc"), None);
+    }
+
+    #[test]
+    fn find_container_walks_the_tree_and_refuses_ambiguity() {
+        let mount = std::env::temp_dir().join(format!("fi-cgfind-{}", std::process::id()));
+        let a = "aaaaaaaaaaaa1111111111111111111111111111111111111111111111111111";
+        let b = "aaaaaaaaaaaa2222222222222222222222222222222222222222222222222222";
+        let pod =
+            mount.join("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice");
+        std::fs::create_dir_all(pod.join(format!("cri-containerd-{a}.scope"))).unwrap();
+        std::fs::create_dir_all(mount.join(format!("system.slice/docker-{b}.scope"))).unwrap();
+        let found = find_container(&mount, &a[..20]).unwrap();
+        assert!(
+            found.ends_with(format!("cri-containerd-{a}.scope")),
+            "{found:?}"
+        );
+        assert!(matches!(
+            find_container(&mount, &a[..12]),
+            Err(CgroupError::AmbiguousContainer { .. })
+        ));
+        assert!(matches!(
+            find_container(&mount, "bbbbbbbbbbbbbbbb"),
+            Err(CgroupError::NoSuchContainer(_))
+        ));
+        std::fs::remove_dir_all(&mount).unwrap();
+    }
+
+    #[test]
+    fn display_paths_are_relative_to_the_mount() {
+        let mount = Path::new("/sys/fs/cgroup");
+        assert_eq!(display_path(mount, mount), "/");
+        assert_eq!(display_path(mount, &mount.join("a/b")), "/a/b");
     }
 }

@@ -6,7 +6,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::api::v1::system_service_client::SystemServiceClient;
+use crate::api::v1::{
+    observe_service_client::ObserveServiceClient, system_service_client::SystemServiceClient,
+};
 
 /// Why the daemon could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -75,4 +77,9 @@ pub async fn connect(socket: &Path) -> Result<Channel, ConnectError> {
 /// A client of the system service.
 pub async fn system(socket: &Path) -> Result<SystemServiceClient<Channel>, ConnectError> {
     Ok(SystemServiceClient::new(connect(socket).await?))
+}
+
+/// A client of the observe service.
+pub async fn observe(socket: &Path) -> Result<ObserveServiceClient<Channel>, ConnectError> {
+    Ok(ObserveServiceClient::new(connect(socket).await?))
 }

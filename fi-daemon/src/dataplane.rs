@@ -11,13 +11,18 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, LinkOrder, ProgramError, SchedClassifier, SockOps, TcAttachType,
         tc::TcAttachOptions,
     },
 };
-use fi_common::counters::{COUNTERS_MAP, Counter};
+use fi_common::{
+    counters::{COUNTERS_MAP, Counter},
+    event::{CAPTURE_MAP, EVENTS_MAP},
+    flow::TARGETS_MAP,
+    http::CaptureConfig,
+};
 
 use crate::ebpf_object;
 
@@ -116,13 +121,21 @@ impl std::fmt::Debug for DataPlane {
 
 impl DataPlane {
     /// Loads the embedded object and every program in it (verifies them), attaching none.
-    pub fn load() -> Result<Self, DataPlaneError> {
-        Self::load_object(ebpf_object::object()?)
+    /// `capture` names the request headers the kernel copies out (traceparent, ...).
+    pub fn load(capture: &CaptureConfig) -> Result<Self, DataPlaneError> {
+        Self::load_object(ebpf_object::object()?, capture)
     }
 
     /// Loads a given eBPF object; [`DataPlane::load`] uses the embedded one.
-    pub fn load_object(object: &[u8]) -> Result<Self, DataPlaneError> {
+    pub fn load_object(object: &[u8], capture: &CaptureConfig) -> Result<Self, DataPlaneError> {
         let mut ebpf = Ebpf::load(object).map_err(|e| DataPlaneError::Load(Box::new(e)))?;
+        let map_err = |name: &'static str| move |source| DataPlaneError::Map { name, source };
+        let mut config: Array<_, CaptureConfig> = ebpf
+            .map_mut(CAPTURE_MAP)
+            .ok_or(DataPlaneError::MissingMap { name: CAPTURE_MAP })?
+            .try_into()
+            .map_err(map_err(CAPTURE_MAP))?;
+        config.set(0, capture, 0).map_err(map_err(CAPTURE_MAP))?;
         for name in [program::TC_EGRESS, program::TC_INGRESS] {
             classifier(&mut ebpf, name)?
                 .load()
@@ -223,6 +236,42 @@ impl DataPlane {
                 Ok((counter, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The kernel's target map, for [`crate::targets::Targets`]. Once.
+    pub fn take_targets_map(&mut self) -> Result<BpfHashMap<MapData, u64, u32>, DataPlaneError> {
+        let map = self
+            .ebpf
+            .take_map(TARGETS_MAP)
+            .ok_or(DataPlaneError::MissingMap { name: TARGETS_MAP })?;
+        BpfHashMap::try_from(map).map_err(|source| DataPlaneError::Map {
+            name: TARGETS_MAP,
+            source,
+        })
+    }
+
+    /// The ring buffer of events, for the event pump. Once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DataPlaneError> {
+        let map = self
+            .ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or(DataPlaneError::MissingMap { name: EVENTS_MAP })?;
+        RingBuf::try_from(map).map_err(|source| DataPlaneError::Map {
+            name: EVENTS_MAP,
+            source,
+        })
+    }
+
+    /// Detaches the classifiers from an interface (e.g. one that is going away).
+    pub fn forget_interface(&mut self, interface: &str) {
+        self.attachments
+            .retain(|a| a.target != interface || a.hook == Hook::SockOps);
+    }
+
+    pub fn is_attached(&self, interface: &str) -> bool {
+        self.attachments
+            .iter()
+            .any(|a| a.target == interface && a.hook != Hook::SockOps)
     }
 
     pub fn attachments(&self) -> &[Attachment] {

@@ -6,7 +6,20 @@ pub mod cgroup_fs;
 pub mod client;
 pub mod dataplane;
 pub mod ebpf_object;
+pub mod events;
+pub mod graph;
+pub mod interfaces;
+pub mod links;
+pub mod pump;
+pub mod render;
+pub mod requests;
 pub mod server;
+pub mod targets;
 
 /// Where the daemon listens and fictl connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/fi/fi.sock";
+
+/// Request headers the kernel copies out unless told otherwise: the W3C trace context
+/// (links a request to the inbound one that caused it) and the per-request targeting
+/// header (a fault rule can select the requests of one user by it).
+pub const DEFAULT_CAPTURE_HEADERS: [&str; 2] = ["traceparent", "x-fi-target"];

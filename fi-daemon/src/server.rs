@@ -1,23 +1,28 @@
-//! The gRPC layer: converts between the API types and the domain core, nothing more.
+//! The gRPC layer: converts between the API types and the domain core, and maps each
+//! domain error to its gRPC code. Nothing else.
 
 use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status};
 
 use crate::{
     api::v1::{
-        self as api,
-        system_service_server::{SystemService, SystemServiceServer},
+        observe_service_server::ObserveServiceServer, system_service_server::SystemServiceServer,
     },
-    dataplane::{DataPlane, Hook},
+    dataplane::DataPlane,
+    requests::RequestLog,
+    targets::Targets,
 };
+
+mod convert;
+mod observe;
+mod system;
 
 /// Failures of setting up or running the API server.
 #[derive(Debug, thiserror::Error)]
@@ -38,71 +43,33 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Daemon {
     pub dataplane: Mutex<DataPlane>,
+    pub targets: Mutex<Targets>,
+    pub requests: Arc<Mutex<RequestLog>>,
     pub kernel_release: String,
 }
 
 impl Daemon {
-    pub fn new(dataplane: DataPlane) -> Self {
+    pub fn new(dataplane: DataPlane, targets: Targets, requests: Arc<Mutex<RequestLog>>) -> Self {
         Self {
             dataplane: Mutex::new(dataplane),
+            targets: Mutex::new(targets),
+            requests,
             kernel_release: kernel_release(),
         }
     }
+}
+
+/// Locks a mutex; a poisoned one (a panic while held) becomes an `internal` error.
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, tonic::Status> {
+    mutex
+        .lock()
+        .map_err(|_| tonic::Status::internal("daemon state is poisoned by an earlier panic"))
 }
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
-}
-
-/// The system service: status, version, counters.
-#[derive(Debug, Clone)]
-pub struct SystemApi {
-    daemon: Arc<Daemon>,
-}
-
-#[tonic::async_trait]
-impl SystemService for SystemApi {
-    async fn get_status(
-        &self,
-        _request: Request<api::GetStatusRequest>,
-    ) -> Result<Response<api::GetStatusResponse>, Status> {
-        let dataplane = self
-            .daemon
-            .dataplane
-            .lock()
-            .map_err(|_| Status::internal("data plane state is poisoned"))?;
-        let counters = dataplane
-            .counters()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .into_iter()
-            .map(|(counter, value)| api::Counter {
-                name: counter.name().to_owned(),
-                value,
-            })
-            .collect();
-        let attachments = dataplane
-            .attachments()
-            .iter()
-            .map(|a| api::Attachment {
-                kind: match a.hook {
-                    Hook::TcEgress => api::AttachKind::TcEgress,
-                    Hook::TcIngress => api::AttachKind::TcIngress,
-                    Hook::SockOps => api::AttachKind::SockOps,
-                } as i32,
-                target: a.target.clone(),
-                program: a.program.to_owned(),
-            })
-            .collect();
-        Ok(Response::new(api::GetStatusResponse {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            kernel_release: self.daemon.kernel_release.clone(),
-            attachments,
-            counters,
-            uptime_seconds: dataplane.loaded_at().elapsed().as_secs(),
-        }))
-    }
 }
 
 /// Binds the Unix socket, readable and writable by root only (mode 0600, created under a
@@ -139,7 +106,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
-        .add_service(SystemServiceServer::new(SystemApi { daemon }))
+        .add_service(SystemServiceServer::new(system::SystemApi::new(
+            Arc::clone(&daemon),
+        )))
+        .add_service(ObserveServiceServer::new(observe::ObserveApi::new(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

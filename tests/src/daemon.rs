@@ -21,15 +21,27 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts fi-daemon attached to `ifaces` and to `cgroup`, and waits until it answers.
+    /// Starts fi-daemon attached to `ifaces` and to `cgroup` (and to no veth as it
+    /// appears), and waits until it answers.
     pub fn start(id: &str, ifaces: &[&str], cgroup: &Path) -> Self {
+        Self::start_with(
+            id,
+            cgroup,
+            &[
+                "--no-veths".to_owned(),
+                format!("--iface={}", ifaces.join(",")),
+            ],
+        )
+    }
+
+    /// Starts fi-daemon with sock_ops on `cgroup` and the given extra arguments.
+    pub fn start_with(id: &str, cgroup: &Path, args: &[String]) -> Self {
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("fi-test-{id}.sock"));
         let log = dir.join(format!("fi-test-{id}.log"));
         let log_file = File::create(&log).expect("creating the daemon's log file");
         let child = Command::new(bin_path("fi-daemon"))
-            .arg("--iface")
-            .arg(ifaces.join(","))
+            .args(args)
             .arg("--cgroup")
             .arg(cgroup)
             .arg("--socket")
@@ -100,6 +112,44 @@ impl Daemon {
     pub fn status(&self) -> GetStatusResponse {
         self.try_status()
             .unwrap_or_else(|e| panic!("GetStatus failed: {e}\n{}", self.log()))
+    }
+
+    /// Runs fictl against this daemon; returns (success, stdout, stderr).
+    pub fn fictl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.fictl_command(args).output().expect("running fictl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A fictl command aimed at this daemon, to run or spawn.
+    pub fn fictl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin_path("fictl"));
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
+    }
+
+    /// Waits until the daemon reports TC programs on every one of `interfaces`.
+    pub fn wait_attached(&self, interfaces: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.status();
+            let missing: Vec<_> = interfaces
+                .iter()
+                .filter(|i| !status.attachments.iter().any(|a| a.target == **i))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fi-daemon did not attach to {missing:?} within 10 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The data-path counters by name.

@@ -16,3 +16,10 @@ pub mod process;
 pub use daemon::Daemon;
 pub use net::{Container, Lab};
 pub use privileges::require_privileges;
+
+/// A file in tests/fixtures (test servers and clients).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}

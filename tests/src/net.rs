@@ -239,11 +239,14 @@ impl Container {
         panic!("nothing listens on port {port} in {} after 10 s", self.name);
     }
 
-    /// Starts Python's HTTP server on `port` (all addresses, IPv4 and IPv6) and waits for it.
+    /// Starts the test HTTP server (tests/fixtures/http_server.py) on `port`, IPv4 and
+    /// IPv6, with its line-echo server on `port + 1000`, and waits for both.
     pub fn http_server(&self, port: u16) -> Guard {
-        let port_arg = port.to_string();
-        let guard = self.spawn("python3", &["-m", "http.server", "--bind", "::", &port_arg]);
+        let script = crate::fixture("http_server.py");
+        let script = script.to_str().expect("fixture path is UTF-8");
+        let guard = self.spawn("python3", &[script, &port.to_string()]);
         self.wait_for_listener(port);
+        self.wait_for_listener(port + 1000);
         guard
     }
 }

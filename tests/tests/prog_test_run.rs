@@ -34,7 +34,8 @@ fn run(dataplane: &mut DataPlane, name: &'static str, packet: &[u8]) -> u32 {
 #[test]
 fn egress_passes_a_tcp_packet_to_the_next_program_and_counts_it() {
     require_privileges();
-    let mut dataplane = DataPlane::load().expect("loading fi's programs");
+    let mut dataplane =
+        DataPlane::load(&fi_common::http::CaptureConfig::EMPTY).expect("loading fi's programs");
     let request = packet::tcp4(
         [10, 77, 0, 1],
         [10, 77, 0, 2],
@@ -61,7 +62,8 @@ fn egress_passes_a_tcp_packet_to_the_next_program_and_counts_it() {
 #[test]
 fn ingress_passes_an_ipv6_packet_and_counts_it() {
     require_privileges();
-    let mut dataplane = DataPlane::load().expect("loading fi's programs");
+    let mut dataplane =
+        DataPlane::load(&fi_common::http::CaptureConfig::EMPTY).expect("loading fi's programs");
     let mut dst = [0u8; 16];
     dst[0] = 0xfd;
     dst[1] = 0x77;

@@ -3,17 +3,25 @@
 //! Everything it attaches is a link owned by this process: when it exits (SIGINT, SIGTERM,
 //! or killed), the kernel detaches every program, so no fault outlives the daemon.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context as _;
 use clap::Parser;
+use fi_common::http::CaptureConfig;
 use fi_daemon::{
-    DEFAULT_SOCKET, cgroup_fs,
+    DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, cgroup_fs,
     dataplane::DataPlane,
+    interfaces::{self, VethPolicy},
+    links, pump,
+    requests::RequestLog,
     server::{self, Daemon},
+    targets::Targets,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 /// fi's daemon: request-level fault injection in the kernel.
 #[derive(Debug, Parser)]
@@ -28,10 +36,27 @@ struct Args {
     )]
     ifaces: Vec<String>,
 
+    /// Do not attach to host-side veths as they appear (containers' interfaces).
+    #[arg(long)]
+    no_veths: bool,
+
+    /// Attach only to veths whose name starts with this (repeatable; default: every veth).
+    #[arg(long = "veth-prefix", value_name = "PREFIX")]
+    veth_prefixes: Vec<String>,
+
     /// cgroup for the sock_ops program, absolute or relative to the cgroup2 mount
     /// (default: the cgroup2 root, i.e. every process of the machine).
     #[arg(long, value_name = "PATH", default_value = "/")]
     cgroup: PathBuf,
+
+    /// Containers to watch from the start: a cgroup path or a container id (repeatable).
+    #[arg(long = "target", value_name = "CONTAINER")]
+    targets: Vec<String>,
+
+    /// Request headers to capture (at most 4; traceparent and the per-request targeting
+    /// header by default).
+    #[arg(long = "capture-header", value_name = "NAME", default_values = DEFAULT_CAPTURE_HEADERS)]
+    capture_headers: Vec<String>,
 
     /// Unix socket of the control API (root only).
     #[arg(long, env = "FI_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -49,21 +74,53 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    let mut dataplane = DataPlane::load().context("loading fi's eBPF programs")?;
-    for iface in &args.ifaces {
+    let capture = CaptureConfig::from_names(args.capture_headers.iter().map(String::as_str))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--capture-header: {e:?} (at most 4 header names of 1 to 32 token characters)"
+            )
+        })?;
+    let mut dataplane = DataPlane::load(&capture).context("loading fi's eBPF programs")?;
+    // `--iface=` (empty) attaches to no named interface.
+    for iface in args.ifaces.iter().filter(|i| !i.is_empty()) {
         dataplane.attach_interface(iface)?;
         info!(interface = %iface, "attached TC egress and ingress");
     }
-    let cgroup = cgroup_fs::resolve(&args.cgroup)?;
+    let mount = cgroup_fs::cgroup2_mount()?;
+    let cgroup = cgroup_fs::resolve_in(&mount, &args.cgroup)?;
     dataplane.attach_cgroup(&cgroup)?;
     info!(cgroup = %cgroup.display(), "attached sock_ops");
 
+    let mut targets = Targets::new(mount.clone(), Box::new(dataplane.take_targets_map()?));
+    for spec in &args.targets {
+        let info = targets.add(spec)?;
+        info!(target = %info.cgroup, "watching");
+    }
+    let requests = Arc::new(Mutex::new(RequestLog::new(
+        cgroup_fs::CgroupIndex::new(mount),
+        args.capture_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    )));
+    let ring = dataplane.take_events()?;
+
     let listener = server::bind_unix(&args.socket)?;
+    let daemon = Arc::new(Daemon::new(dataplane, targets, Arc::clone(&requests)));
+    let pump = tokio::spawn(pump::run(ring, requests));
+    if !args.no_veths {
+        let policy = VethPolicy {
+            enabled: true,
+            prefixes: args.veth_prefixes.clone(),
+        };
+        let events = links::watch().context("watching network interfaces (rtnetlink)")?;
+        tokio::spawn(interfaces::follow(Arc::clone(&daemon), events, policy));
+    }
     info!(socket = %args.socket.display(), "ready");
-    let daemon = Arc::new(Daemon::new(dataplane));
     let result = server::serve(Arc::clone(&daemon), listener, shutdown_signal()).await;
 
     // Detach everything before saying goodbye, and leave no socket behind.
+    pump.abort();
     drop(daemon);
     let _ = std::fs::remove_file(&args.socket);
     result?;
@@ -78,6 +135,7 @@ async fn shutdown_signal() {
         signal(SignalKind::terminate()),
     ) else {
         // Without signal handlers the default action (exit) still detaches everything.
+        warn!("no signal handlers; SIGINT and SIGTERM will end the daemon abruptly");
         return std::future::pending().await;
     };
     tokio::select! {

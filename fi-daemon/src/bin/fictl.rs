@@ -2,11 +2,12 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use fi_daemon::{
     DEFAULT_SOCKET,
-    api::v1::{AttachKind, GetStatusRequest},
+    api::v1::{self as api, AttachKind},
     client::{self, ConnectError},
+    render,
 };
 
 /// Control fi-daemon: see and break HTTP requests of containers.
@@ -29,11 +30,61 @@ struct Cli {
 enum Command {
     /// Show the daemon's version, attachments and data-path counters.
     Status,
+    /// Manage watch targets (the containers whose outgoing requests are reported).
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Print requests as they complete: time, container, method, URL, status, latency.
+    Watch {
+        /// Container to watch while this runs: cgroup path or container id (repeatable).
+        /// Without it, every target already added.
+        #[arg(long = "target", value_name = "CONTAINER")]
+        targets: Vec<String>,
+        /// Only this method.
+        #[arg(long)]
+        method: Option<String>,
+        /// Only requests whose Host contains this.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only requests whose path starts with this.
+        #[arg(long)]
+        path: Option<String>,
+        /// Start with the recent requests the daemon still remembers.
+        #[arg(long)]
+        recent: bool,
+        /// Stop after this many requests.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Show the call graph: which container calls which destination, how often, how it went.
+    Graph {
+        /// Output format (--json is the same as --format json).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Table)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TargetCommand {
+    /// Watch a container (cgroup path, or container id) and everything below it.
+    Add { container: String },
+    /// Stop watching a container added with `target add`.
+    Rm { container: String },
+    /// List the targets.
+    Ls,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Table,
+    Dot,
+    Json,
 }
 
 /// Exit codes (sysexits.h), so that scripts can tell failures apart.
 mod exit {
     pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 64;
+    pub const NOT_FOUND: u8 = 66;
     pub const UNAVAILABLE: u8 = 69;
     pub const NOPERM: u8 = 77;
 }
@@ -44,11 +95,21 @@ async fn main() -> ExitCode {
     match run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("fictl: {err:#}");
-            let code = match err.downcast_ref::<ConnectError>() {
-                Some(ConnectError::NotRunning(_)) => exit::UNAVAILABLE,
-                Some(ConnectError::PermissionDenied(_)) => exit::NOPERM,
-                _ => exit::FAILURE,
+            let code = if let Some(status) = err.downcast_ref::<tonic::Status>() {
+                eprintln!("fictl: {}", status.message());
+                match status.code() {
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => exit::USAGE,
+                    tonic::Code::NotFound => exit::NOT_FOUND,
+                    tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => exit::NOPERM,
+                    _ => exit::FAILURE,
+                }
+            } else {
+                eprintln!("fictl: {err:#}");
+                match err.downcast_ref::<ConnectError>() {
+                    Some(ConnectError::NotRunning(_)) => exit::UNAVAILABLE,
+                    Some(ConnectError::PermissionDenied(_)) => exit::NOPERM,
+                    _ => exit::FAILURE,
+                }
             };
             ExitCode::from(code)
         }
@@ -56,16 +117,43 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
-    match cli.command {
+    match &cli.command {
         Command::Status => status(cli).await,
+        Command::Target(cmd) => target(cli, cmd).await,
+        Command::Watch {
+            targets,
+            method,
+            host,
+            path,
+            recent,
+            count,
+        } => {
+            let request = api::WatchRequestsRequest {
+                targets: targets.clone(),
+                method: method.clone().unwrap_or_default(),
+                host: host.clone().unwrap_or_default(),
+                path_prefix: path.clone().unwrap_or_default(),
+                include_recent: *recent,
+            };
+            watch(cli, request, *count).await
+        }
+        Command::Graph { format } => graph(cli, *format).await,
     }
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 async fn status(cli: &Cli) -> anyhow::Result<()> {
     let mut system = client::system(&cli.socket).await?;
-    let status = system.get_status(GetStatusRequest {}).await?.into_inner();
+    let status = system
+        .get_status(api::GetStatusRequest {})
+        .await?
+        .into_inner();
     if cli.json {
-        let json = serde_json::json!({
+        return print_json(&serde_json::json!({
             "version": status.version,
             "kernel_release": status.kernel_release,
             "uptime_seconds": status.uptime_seconds,
@@ -77,9 +165,7 @@ async fn status(cli: &Cli) -> anyhow::Result<()> {
             "counters": status.counters.iter()
                 .map(|c| (c.name.clone(), serde_json::Value::from(c.value)))
                 .collect::<serde_json::Map<_, _>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&json)?);
-        return Ok(());
+        }));
     }
     println!(
         "fi-daemon {} on Linux {}, up {}s",
@@ -102,5 +188,97 @@ fn kind_name(kind: i32) -> &'static str {
         Ok(AttachKind::TcIngress) => "tc-ingress",
         Ok(AttachKind::SockOps) => "sock-ops",
         Ok(AttachKind::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+fn target_json(t: &api::Target) -> serde_json::Value {
+    serde_json::json!({ "spec": t.spec, "cgroup": t.cgroup, "cgroup_id": t.cgroup_id })
+}
+
+async fn target(cli: &Cli, cmd: &TargetCommand) -> anyhow::Result<()> {
+    let mut observe = client::observe(&cli.socket).await?;
+    match cmd {
+        TargetCommand::Add { container } => {
+            let t = observe
+                .add_target(api::AddTargetRequest {
+                    target: container.clone(),
+                })
+                .await?
+                .into_inner();
+            if cli.json {
+                return print_json(&target_json(&t));
+            }
+            println!("watching {} (cgroup id {})", t.cgroup, t.cgroup_id);
+        }
+        TargetCommand::Rm { container } => {
+            observe
+                .remove_target(api::RemoveTargetRequest {
+                    target: container.clone(),
+                })
+                .await?;
+            if !cli.json {
+                println!("stopped watching {container}");
+            }
+        }
+        TargetCommand::Ls => {
+            let list = observe
+                .list_targets(api::ListTargetsRequest {})
+                .await?
+                .into_inner();
+            if cli.json {
+                return print_json(&serde_json::Value::Array(
+                    list.targets.iter().map(target_json).collect(),
+                ));
+            }
+            println!("{:<40} {:>12}  SPEC", "CGROUP", "ID");
+            for t in &list.targets {
+                println!("{:<40} {:>12}  {}", t.cgroup, t.cgroup_id, t.spec);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn watch(
+    cli: &Cli,
+    request: api::WatchRequestsRequest,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut observe = client::observe(&cli.socket).await?;
+    let mut stream = observe.watch_requests(request).await?.into_inner();
+    let mut seen = 0u64;
+    if count == Some(0) {
+        return Ok(());
+    }
+    while let Some(r) = stream.message().await? {
+        if cli.json {
+            println!("{}", render::request_json(&r));
+        } else {
+            println!("{}", render::watch_line(&r));
+        }
+        seen += 1;
+        if count.is_some_and(|n| seen >= n) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn graph(cli: &Cli, format: GraphFormat) -> anyhow::Result<()> {
+    let mut observe = client::observe(&cli.socket).await?;
+    let g = observe
+        .get_call_graph(api::GetCallGraphRequest {})
+        .await?
+        .into_inner();
+    match (cli.json, format) {
+        (true, _) | (false, GraphFormat::Json) => print_json(&render::graph_json(&g)),
+        (false, GraphFormat::Dot) => {
+            print!("{}", render::graph_dot(&g));
+            Ok(())
+        }
+        (false, GraphFormat::Table) => {
+            print!("{}", render::graph_table(&g));
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,86 @@
+//! Keeps the TC programs on the interfaces the daemon was told about: named ones at start,
+//! and host-side veths as containers come and go.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{links::LinkEvent, server::Daemon};
+
+/// Which veths get the programs when they appear.
+#[derive(Debug, Clone)]
+pub struct VethPolicy {
+    pub enabled: bool,
+    /// Name prefixes; empty means every veth.
+    pub prefixes: Vec<String>,
+}
+
+impl VethPolicy {
+    pub fn wants(&self, name: &str) -> bool {
+        self.enabled
+            && (self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p)))
+    }
+}
+
+/// Applies interface events until the channel closes.
+pub async fn follow(
+    daemon: Arc<Daemon>,
+    mut events: mpsc::UnboundedReceiver<LinkEvent>,
+    policy: VethPolicy,
+) {
+    while let Some(event) = events.recv().await {
+        let Ok(mut dataplane) = daemon.dataplane.lock() else {
+            return;
+        };
+        match event {
+            LinkEvent::Present {
+                name, veth: true, ..
+            } if policy.wants(&name) => {
+                if dataplane.is_attached(&name) {
+                    continue;
+                }
+                match dataplane.attach_interface(&name) {
+                    Ok(()) => {
+                        info!(interface = %name, "attached TC egress and ingress to a new veth")
+                    }
+                    // It may be gone already (a short-lived container): not fatal.
+                    Err(err) => warn!(interface = %name, %err, "could not attach to a new veth"),
+                }
+            }
+            LinkEvent::Gone { name, .. } => {
+                if dataplane.is_attached(&name) {
+                    // The kernel destroyed the links with the interface.
+                    dataplane.forget_interface(&name);
+                    info!(interface = %name, "interface gone");
+                }
+            }
+            LinkEvent::Present { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_select_veths() {
+        let all = VethPolicy {
+            enabled: true,
+            prefixes: vec![],
+        };
+        assert!(all.wants("veth12ab"));
+        let some = VethPolicy {
+            enabled: true,
+            prefixes: vec!["veth".into(), "cali".into()],
+        };
+        assert!(some.wants("cali123"));
+        assert!(!some.wants("eth0"));
+        let off = VethPolicy {
+            enabled: false,
+            prefixes: vec![],
+        };
+        assert!(!off.wants("veth1"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Domain types to API messages, and domain errors to gRPC codes.
+
+use std::time::UNIX_EPOCH;
+
+use tonic::Status;
+
+use crate::{
+    api::v1 as api,
+    cgroup_fs::CgroupError,
+    graph::CallGraph,
+    requests::{ObservedRequest, Outcome},
+    targets::{TargetError, TargetInfo},
+};
+
+pub fn target(info: TargetInfo) -> api::Target {
+    api::Target {
+        spec: info.spec,
+        cgroup: info.cgroup,
+        cgroup_id: info.cgroup_id,
+    }
+}
+
+pub fn target_error(err: TargetError) -> Status {
+    let message = err.to_string();
+    match err {
+        TargetError::Resolve { source, .. } => match source {
+            CgroupError::NotFound { .. } | CgroupError::NoSuchContainer(_) => {
+                Status::not_found(message)
+            }
+            CgroupError::Escapes(_)
+            | CgroupError::OutsideMount { .. }
+            | CgroupError::AmbiguousContainer { .. } => Status::invalid_argument(message),
+            CgroupError::NoCgroup2Mount | CgroupError::Mounts(_) => {
+                Status::failed_precondition(message)
+            }
+        },
+        TargetError::NotFound(_) => Status::not_found(message),
+        TargetError::TooMany => Status::resource_exhausted(message),
+        TargetError::CgroupId { .. } | TargetError::Map(_) => Status::internal(message),
+    }
+}
+
+pub fn request(r: &ObservedRequest) -> api::ObservedRequest {
+    let (outcome, status, latency) = match r.outcome {
+        Outcome::Response { status, latency } => (
+            api::Outcome::Response,
+            u32::from(status),
+            u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
+        ),
+        Outcome::NoResponse => (api::Outcome::NoResponse, 0, 0),
+    };
+    api::ObservedRequest {
+        id: r.id,
+        start_unix_nanos: r
+            .start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        source_cgroup: r.source_cgroup.clone(),
+        source_cgroup_id: r.source_cgroup_id,
+        client: r.client.to_string(),
+        server: r.server.to_string(),
+        method: r.method.clone(),
+        host: r.host.clone(),
+        path: r.path.clone(),
+        path_truncated: r.path_truncated,
+        http_minor_version: u32::from(r.http_minor),
+        headers: r.headers.iter().cloned().collect(),
+        outcome: outcome as i32,
+        status,
+        latency_nanos: latency,
+        index_on_connection: r.index,
+    }
+}
+
+pub fn graph(g: &CallGraph) -> api::CallGraph {
+    let edges = g
+        .edges
+        .iter()
+        .map(|((source, destination), e)| api::Edge {
+            source: source.clone(),
+            destination: destination.clone(),
+            servers: e.servers.iter().cloned().collect(),
+            requests: e.requests,
+            no_response: e.no_response,
+            statuses: e
+                .statuses
+                .iter()
+                .map(|(s, n)| (u32::from(*s), *n))
+                .collect(),
+            latency: Some(api::LatencySummary {
+                min_nanos: e.latency.min(),
+                max_nanos: e.latency.max(),
+                mean_nanos: e.latency.mean(),
+                p50_nanos: e.latency.quantile(0.5),
+                p99_nanos: e.latency.quantile(0.99),
+            }),
+            endpoints: e
+                .endpoints
+                .iter()
+                .map(|((method, path), n)| api::Endpoint {
+                    method: method.clone(),
+                    path: path.clone(),
+                    requests: *n,
+                })
+                .collect(),
+        })
+        .collect();
+    api::CallGraph {
+        edges,
+        requests: g.requests,
+    }
+}
