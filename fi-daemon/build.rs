@@ -13,7 +13,12 @@ fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let proto_root = manifest_dir.join("../proto");
-    let protos = ["fi/v1/system.proto", "fi/v1/observe.proto"].map(|p| proto_root.join(p));
+    let protos = [
+        "fi/v1/system.proto",
+        "fi/v1/observe.proto",
+        "fi/v1/rules.proto",
+    ]
+    .map(|p| proto_root.join(p));
     for proto in &protos {
         println!("cargo::rerun-if-changed={}", proto.display());
     }

@@ -31,6 +31,14 @@ pub enum Counter {
     ParseErrors = 9,
     /// Flows recorded at connect() (entries written to the flow map).
     FlowsTracked = 10,
+    /// Faults injected (all rules).
+    FaultsInjected = 11,
+    /// Requests a fault could not be applied to (larger than one segment).
+    FaultsSkipped = 12,
+    /// Packets dropped because a fault closed their flow (timeouts, retransmissions).
+    FaultDrops = 13,
+    /// Delayed requests put back into the path.
+    Reinjected = 14,
 }
 
 /// Number of slots in the counter array.
@@ -38,7 +46,7 @@ pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 15] = [
         Counter::EgressPackets,
         Counter::EgressBytes,
         Counter::IngressPackets,
@@ -50,6 +58,10 @@ impl Counter {
         Counter::EventsLost,
         Counter::ParseErrors,
         Counter::FlowsTracked,
+        Counter::FaultsInjected,
+        Counter::FaultsSkipped,
+        Counter::FaultDrops,
+        Counter::Reinjected,
     ];
 
     /// Stable snake_case name, used in logs, the API and tests.
@@ -66,6 +78,10 @@ impl Counter {
             Counter::EventsLost => "events_lost",
             Counter::ParseErrors => "parse_errors",
             Counter::FlowsTracked => "flows_tracked",
+            Counter::FaultsInjected => "faults_injected",
+            Counter::FaultsSkipped => "faults_skipped",
+            Counter::FaultDrops => "fault_drops",
+            Counter::Reinjected => "reinjected",
         }
     }
 

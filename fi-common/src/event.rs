@@ -16,6 +16,37 @@ pub const CAPTURE_MAP: &str = "FI_CAPTURE";
 pub const EVENT_REQUEST: u32 = 1;
 pub const EVENT_RESPONSE: u32 = 2;
 pub const EVENT_FLOW_CLOSED: u32 = 3;
+pub const EVENT_HELD: u32 = 4;
+
+/// Longest packet a delay can hold (a full Ethernet frame fits).
+pub const HELD_PACKET_LEN: usize = 2048;
+
+/// A request packet the kernel took out of the path for a delay: the daemon sends it
+/// back in at `release_ns` through the injector interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldEvent {
+    pub header: EventHeader,
+    /// CLOCK_MONOTONIC ns at which to let it go.
+    pub release_ns: u64,
+    /// Where to send it back in: `claim` of the hook that held it.
+    pub claim: u32,
+    /// Bytes of `packet` in use (the whole frame, from the Ethernet header).
+    pub len: u32,
+    pub packet: [u8; HELD_PACKET_LEN],
+}
+const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 16 + HELD_PACKET_LEN);
+
+/// One-entry array: the ifindex of the daemon's injector interface. A held packet is
+/// redirected there (and discarded) rather than dropped: at an egress hook a drop is
+/// reported to the sending TCP as "not sent", a redirect as sent.
+pub const INJECTOR_MAP: &str = "FI_INJECTOR";
+
+/// skb->mark of a packet the daemon sends to the injector: `INJECT_MARK | claim`.
+pub const INJECT_MARK: u32 = 0xf100_0000;
+pub const INJECT_MARK_MASK: u32 = 0xff00_0000;
+/// skb->mark of a packet the injector put back: the TC hooks let it pass, once.
+pub const REINJECTED_MARK: u32 = 0xf200_0000;
 
 /// Fields every event carries.
 #[repr(C)]
@@ -39,10 +70,14 @@ pub struct RequestEvent {
     pub header: EventHeader,
     /// Index of this request on its flow (0, 1, ... for keep-alive and pipelining).
     pub index: u32,
-    pub _pad: u32,
+    /// The rule that injected a fault into it (0: none).
+    pub rule_id: u32,
+    /// The fault injected ([`crate::rule::Fault`] as u8; 0: none).
+    pub fault: u8,
+    pub _pad: [u8; 7],
     pub head: RequestHead,
 }
-const _: () = assert!(core::mem::size_of::<RequestEvent>() == 72 + 8 + 472);
+const _: () = assert!(core::mem::size_of::<RequestEvent>() == 72 + 16 + 472);
 
 /// A response head reached the client.
 #[repr(C)]

@@ -103,8 +103,26 @@ pub struct FlowState {
     pub pending_ts: [u64; PENDING],
     /// Method of request `i`, at `i % PENDING` (a HEAD response has no body).
     pub pending_method: [u8; PENDING],
+    /// FAULT_* bits: what a fault did to this flow.
+    pub fault_state: u32,
+    /// With FAULT_LOSE_RESPONSE: the index of the request whose response is lost.
+    pub lose_index: u32,
+    /// With FAULT_HOLDING: client payload before this sequence number is a
+    /// retransmission of the held request, dropped until the request is let go.
+    pub hold_end: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 64 + 8);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 64 + 8 + 16);
+
+/// The client's packets of this flow are dropped (timeout, or after a reset, refusal or
+/// abort the kernel answered itself: the server must never see them).
+pub const FAULT_DROP_CLIENT: u32 = 1 << 0;
+/// The server's packets of this flow are dropped (after its response was lost).
+pub const FAULT_DROP_SERVER: u32 = 1 << 1;
+/// The response to request `lose_index` is to be lost.
+pub const FAULT_LOSE_RESPONSE: u32 = 1 << 2;
+/// A delayed request is held in user space.
+pub const FAULT_HOLDING: u32 = 1 << 3;
 
 impl FlowState {
     pub const fn new(cookie: u64, cgroup_id: u64, ancestors: [u64; CGROUP_LEVELS]) -> FlowState {
@@ -120,6 +138,10 @@ impl FlowState {
             response_body_end: 0,
             pending_ts: [0; PENDING],
             pending_method: [0; PENDING],
+            fault_state: 0,
+            lose_index: 0,
+            hold_end: 0,
+            _pad: 0,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! Every index into a fixed array is masked or checked against a constant, which is what
 //! lets the verifier accept it.
 
+use crate::rule::RequestDigest;
+
 /// Bytes of a packet's payload that the kernel copies out and scans (power of two).
 pub const SCAN_LEN: usize = 2048;
 /// Bytes of the request target kept (power of two).
@@ -24,7 +26,7 @@ pub const CAPTURE_SLOTS: usize = 4;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
 /// Requests (or responses) parsed from one packet at most (pipelining).
-pub const MAX_HEADS_PER_PACKET: usize = 4;
+pub const MAX_HEADS_PER_PACKET: usize = 1;
 
 /// The target was longer than [`PATH_LEN`]; `path` holds its first bytes.
 pub const FLAG_PATH_TRUNCATED: u16 = 1 << 0;
@@ -552,6 +554,8 @@ impl HeadState {
 pub struct RequestParser {
     pub head: HeadState,
     pub out: RequestHead,
+    /// Hashes for rule matching, computed on the way.
+    pub digest: RequestDigest,
 }
 
 impl RequestParser {
@@ -562,7 +566,25 @@ impl RequestParser {
         RequestParser {
             head: HeadState::new(S_TARGET, prefix_len as u32),
             out,
+            digest: RequestDigest::new(),
         }
+    }
+
+    /// Makes this parser ready for a new head, in place: the kernel keeps the parser in a
+    /// map because it is too large for the BPF stack, so it must never be built by value.
+    #[inline(always)]
+    pub fn reset(&mut self, method: Method, prefix_len: usize) {
+        self.head = HeadState::new(S_TARGET, prefix_len as u32);
+        let out = &mut self.out;
+        out.method = method as u8;
+        out.version_minor = 0;
+        out.flags = 0;
+        out.path_len = 0;
+        out.host_len = 0;
+        out.header_lens = [0; CAPTURE_SLOTS];
+        out.content_length = 0;
+        out.head_len = 0;
+        self.digest.reset();
     }
 
     /// Consumes one byte. Returns false when the head is complete or invalid.
@@ -591,6 +613,7 @@ impl RequestParser {
                     if len == 0 && b != b'/' && b != b'*' {
                         out.flags |= FLAG_ABSOLUTE_FORM;
                     }
+                    self.digest.target_byte(b);
                     out.path_len = out.path_len.saturating_add(1);
                 }
             }
@@ -619,7 +642,7 @@ impl RequestParser {
                 if let Some((field, index, value)) =
                     h.header_step(b, config, &mut out.flags, &mut out.content_length)
                 {
-                    store_request_value(out, field, index, value);
+                    store_request_value(out, &mut self.digest, field, index, value);
                 }
             }
         }
@@ -640,9 +663,16 @@ impl RequestParser {
 }
 
 #[inline(always)]
-fn store_request_value(out: &mut RequestHead, field: u8, index: u16, value: u8) {
+fn store_request_value(
+    out: &mut RequestHead,
+    digest: &mut RequestDigest,
+    field: u8,
+    index: u16,
+    value: u8,
+) {
     let i = index as usize;
     if field == F_HOST {
+        digest.host_byte(index, value);
         if i < HOST_LEN {
             out.host[i & (HOST_LEN - 1)] = value;
             out.host_len = (i + 1) as u8;
@@ -650,10 +680,18 @@ fn store_request_value(out: &mut RequestHead, field: u8, index: u16, value: u8) 
             out.flags |= FLAG_HOST_TRUNCATED;
         }
     } else if (field as usize) < CAPTURE_SLOTS {
-        let slot = field as usize & (CAPTURE_SLOTS - 1);
+        digest.header_byte(field as usize, index, value);
+        // Constant indices (see RequestDigest::header_byte).
+        let (bytes, len) = match field {
+            0 => (&mut out.headers[0], &mut out.header_lens[0]),
+            1 => (&mut out.headers[1], &mut out.header_lens[1]),
+            2 => (&mut out.headers[2], &mut out.header_lens[2]),
+            3 => (&mut out.headers[3], &mut out.header_lens[3]),
+            _ => return,
+        };
         if i < HEADER_VALUE_LEN {
-            out.headers[slot][i & (HEADER_VALUE_LEN - 1)] = value;
-            out.header_lens[slot] = (i + 1) as u8;
+            bytes[i & (HEADER_VALUE_LEN - 1)] = value;
+            *len = (i + 1) as u8;
         } else {
             out.flags |= FLAG_HEADER_TRUNCATED;
         }
@@ -763,6 +801,14 @@ fn prefix<const N: usize>(bytes: &[u8]) -> [u8; N] {
 
 /// Parses the request head at the start of `bytes` (at most [`SCAN_LEN`] are looked at).
 pub fn parse_request(bytes: &[u8], config: &CaptureConfig) -> Result<RequestHead, ParseError> {
+    parse_request_with_digest(bytes, config).map(|(head, _)| head)
+}
+
+/// [`parse_request`], with the hashes rules match against.
+pub fn parse_request_with_digest(
+    bytes: &[u8],
+    config: &CaptureConfig,
+) -> Result<(RequestHead, RequestDigest), ParseError> {
     let (method, start) = method_prefix(&prefix::<8>(bytes)).ok_or(ParseError::NotHttp)?;
     let mut parser = RequestParser::new(method, start);
     for &b in bytes.iter().take(SCAN_LEN).skip(start) {
@@ -774,7 +820,7 @@ pub fn parse_request(bytes: &[u8], config: &CaptureConfig) -> Result<RequestHead
     if parser.head.is_invalid() {
         return Err(ParseError::Invalid);
     }
-    Ok(parser.out)
+    Ok((parser.out, parser.digest))
 }
 
 /// Parses the response head at the start of `bytes`.

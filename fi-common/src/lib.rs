@@ -6,8 +6,11 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 
 pub mod counters;
+#[cfg(feature = "user")]
+pub mod csum;
 pub mod event;
 pub mod flow;
 pub mod http;
+pub mod rule;
 #[cfg(feature = "user")]
 pub mod user;

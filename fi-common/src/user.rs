@@ -3,6 +3,7 @@
 use crate::{
     flow::{FlowKey, FlowState},
     http::CaptureConfig,
+    rule::{AbortResponse, Rule, RuleStats},
 };
 
 // SAFETY: each is #[repr(C)], Copy, made of integers and arrays of integers, with explicit
@@ -12,3 +13,9 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowState {}
 // SAFETY: as above.
 unsafe impl aya::Pod for CaptureConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Rule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RuleStats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for AbortResponse {}

@@ -7,7 +7,8 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::api::v1::{
-    observe_service_client::ObserveServiceClient, system_service_client::SystemServiceClient,
+    observe_service_client::ObserveServiceClient, rule_service_client::RuleServiceClient,
+    system_service_client::SystemServiceClient,
 };
 
 /// Why the daemon could not be reached.
@@ -82,4 +83,9 @@ pub async fn system(socket: &Path) -> Result<SystemServiceClient<Channel>, Conne
 /// A client of the observe service.
 pub async fn observe(socket: &Path) -> Result<ObserveServiceClient<Channel>, ConnectError> {
     Ok(ObserveServiceClient::new(connect(socket).await?))
+}
+
+/// A client of the rule service.
+pub async fn rules(socket: &Path) -> Result<RuleServiceClient<Channel>, ConnectError> {
+    Ok(RuleServiceClient::new(connect(socket).await?))
 }

@@ -19,9 +19,10 @@ use aya::{
 };
 use fi_common::{
     counters::{COUNTERS_MAP, Counter},
-    event::{CAPTURE_MAP, EVENTS_MAP},
+    event::{CAPTURE_MAP, EVENTS_MAP, INJECTOR_MAP},
     flow::TARGETS_MAP,
     http::CaptureConfig,
+    rule::{RESPONSES_MAP, RULE_COUNT_MAP, RULE_STATS_MAP, RULES_MAP},
 };
 
 use crate::ebpf_object;
@@ -31,6 +32,7 @@ pub mod program {
     pub const TC_EGRESS: &str = "fi_tc_egress";
     pub const TC_INGRESS: &str = "fi_tc_ingress";
     pub const SOCK_OPS: &str = "fi_sockops";
+    pub const REINJECT: &str = "fi_reinject";
 }
 
 /// Failures of loading or attaching fi's programs.
@@ -136,7 +138,7 @@ impl DataPlane {
             .try_into()
             .map_err(map_err(CAPTURE_MAP))?;
         config.set(0, capture, 0).map_err(map_err(CAPTURE_MAP))?;
-        for name in [program::TC_EGRESS, program::TC_INGRESS] {
+        for name in [program::TC_EGRESS, program::TC_INGRESS, program::REINJECT] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DataPlaneError::LoadProgram {
@@ -236,6 +238,58 @@ impl DataPlane {
                 Ok((counter, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// Attaches the re-injector to the egress of the daemon's injector interface, and
+    /// tells the TC programs where to send the packets they hold.
+    pub fn attach_injector(&mut self, interface: &str, ifindex: u32) -> Result<(), DataPlaneError> {
+        let name = INJECTOR_MAP;
+        let mut map: Array<_, u32> = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataPlaneError::MissingMap { name })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        map.set(0, ifindex, 0)
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let program = program::REINJECT;
+        classifier(&mut self.ebpf, program)?
+            .attach_with_options(
+                interface,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|source| DataPlaneError::AttachInterface {
+                program,
+                hook: "egress",
+                interface: interface.to_owned(),
+                source: Box::new(source),
+            })?;
+        self.attachments.push(Attachment {
+            hook: Hook::TcEgress,
+            target: interface.to_owned(),
+            program,
+        });
+        Ok(())
+    }
+
+    /// The rule maps, for [`crate::rules::Rules`]. Once.
+    pub fn take_rule_maps(&mut self) -> Result<crate::rules::KernelRules, DataPlaneError> {
+        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+            ebpf: &mut Ebpf,
+            name: &'static str,
+        ) -> Result<T, DataPlaneError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DataPlaneError::MissingMap { name })?;
+            T::try_from(map).map_err(|source| DataPlaneError::Map { name, source })
+        }
+        Ok(crate::rules::KernelRules {
+            rules: take(&mut self.ebpf, RULES_MAP)?,
+            count: take(&mut self.ebpf, RULE_COUNT_MAP)?,
+            stats: take(&mut self.ebpf, RULE_STATS_MAP)?,
+            responses: take(&mut self.ebpf, RESPONSES_MAP)?,
+        })
     }
 
     /// The kernel's target map, for [`crate::targets::Targets`]. Once.

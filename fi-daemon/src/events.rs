@@ -1,17 +1,23 @@
 //! Decoding the kernel's ring buffer records into typed events.
 
 use fi_common::event::{
-    EVENT_FLOW_CLOSED, EVENT_REQUEST, EVENT_RESPONSE, FlowClosedEvent, RequestEvent, ResponseEvent,
+    EVENT_FLOW_CLOSED, EVENT_HELD, EVENT_REQUEST, EVENT_RESPONSE, FlowClosedEvent, HeldEvent,
+    RequestEvent, ResponseEvent,
 };
 
 /// One record of the ring buffer. Requests dominate the stream, so the size difference
 /// between variants costs nothing a box would save.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[expect(clippy::large_enum_variant, reason = "decoded and applied in short batches, never stored")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "decoded and applied in short batches, never stored"
+)]
 pub enum KernelEvent {
     Request(RequestEvent),
     Response(ResponseEvent),
     FlowClosed(FlowClosedEvent),
+    /// A delayed request packet to put back at its release time.
+    Held(Box<HeldEvent>),
 }
 
 /// A record that is not an event of this build's programs.
@@ -39,6 +45,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EVENT_REQUEST => read(bytes).map(KernelEvent::Request),
         EVENT_RESPONSE => read(bytes).map(KernelEvent::Response),
         EVENT_FLOW_CLOSED => read(bytes).map(KernelEvent::FlowClosed),
+        EVENT_HELD => read(bytes).map(|e| KernelEvent::Held(Box::new(e))),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -73,7 +80,9 @@ mod tests {
                 key: FlowKey::default(),
             },
             index: 2,
-            _pad: 0,
+            rule_id: 0,
+            fault: 0,
+            _pad: [0; 7],
             head,
         };
         assert_eq!(decode(&as_bytes(&event)), Ok(KernelEvent::Request(event)));

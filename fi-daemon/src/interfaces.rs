@@ -16,9 +16,13 @@ pub struct VethPolicy {
     pub prefixes: Vec<String>,
 }
 
+/// Name prefix of fi's own injector veths (crate::delay), never watched.
+pub const INJECTOR_PREFIX: &str = "fii";
+
 impl VethPolicy {
     pub fn wants(&self, name: &str) -> bool {
         self.enabled
+            && !name.starts_with(INJECTOR_PREFIX)
             && (self.prefixes.is_empty() || self.prefixes.iter().any(|p| name.starts_with(p)))
     }
 }
@@ -71,6 +75,8 @@ mod tests {
             prefixes: vec![],
         };
         assert!(all.wants("veth12ab"));
+        assert!(!all.wants("fii1234a"), "fi's own injector");
+        assert!(!all.wants("fii1234a"), "fi's own injector");
         let some = VethPolicy {
             enabled: true,
             prefixes: vec!["veth".into(), "cali".into()],

@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod cgroup_fs;
+pub mod cli;
 pub mod client;
 pub mod dataplane;
+pub mod delay;
 pub mod ebpf_object;
 pub mod events;
 pub mod graph;
@@ -13,6 +15,7 @@ pub mod links;
 pub mod pump;
 pub mod render;
 pub mod requests;
+pub mod rules;
 pub mod server;
 pub mod targets;
 

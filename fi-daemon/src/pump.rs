@@ -10,7 +10,11 @@ use tracing::warn;
 
 use crate::{events, requests::RequestLog};
 
-pub async fn run(ring: RingBuf<MapData>, log: Arc<Mutex<RequestLog>>) -> std::io::Result<()> {
+pub async fn run(
+    ring: RingBuf<MapData>,
+    log: Arc<Mutex<RequestLog>>,
+    delays: Option<std::sync::mpsc::Sender<Box<fi_common::event::HeldEvent>>>,
+) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it
     // lives, and the AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
@@ -28,6 +32,12 @@ pub async fn run(ring: RingBuf<MapData>, log: Arc<Mutex<RequestLog>>) -> std::io
         };
         for event in batch {
             match event {
+                Ok(events::KernelEvent::Held(held)) => match &delays {
+                    Some(tx) => {
+                        let _ = tx.send(held);
+                    }
+                    None => warn!("a delayed request was held but the daemon has no injector"),
+                },
                 Ok(event) => log.on_event(&event),
                 Err(err) => {
                     log.count_decode_error();

@@ -12,6 +12,7 @@ use fi_common::{
     event::{FlowClosedEvent, RequestEvent, ResponseEvent},
     flow::{FlowKey, as_v4},
     http::{CAPTURE_SLOTS, FLAG_PATH_TRUNCATED, Method, RequestHead},
+    rule::Fault,
 };
 use tokio::sync::broadcast;
 
@@ -51,6 +52,8 @@ pub struct ObservedRequest {
     pub headers: Vec<(String, String)>,
     pub outcome: Outcome,
     pub index: u32,
+    /// The fault a rule injected into it: (rule id, fault).
+    pub fault: Option<(u32, Fault)>,
 }
 
 fn socket(addr: &[u8; 16], port: u16) -> SocketAddr {
@@ -155,6 +158,8 @@ impl RequestLog {
             KernelEvent::Request(e) => self.on_request(e),
             KernelEvent::Response(e) => self.on_response(e),
             KernelEvent::FlowClosed(e) => self.on_flow_closed(e),
+            // Held packets go to the delay queue, not to the log.
+            KernelEvent::Held(_) => {}
         }
     }
 
@@ -184,6 +189,7 @@ impl RequestLog {
             headers,
             outcome: Outcome::NoResponse,
             index: e.index,
+            fault: Fault::from_u8(e.fault).map(|f| (e.rule_id, f)),
         };
         self.next_id += 1;
         let key = (e.header.cookie, e.index);
@@ -275,7 +281,9 @@ mod tests {
         KernelEvent::Request(RequestEvent {
             header: header(EVENT_REQUEST, cookie),
             index,
-            _pad: 0,
+            rule_id: 0,
+            fault: 0,
+            _pad: [0; 7],
             head: parse_request(raw, &config).unwrap(),
         })
     }

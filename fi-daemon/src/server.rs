@@ -13,15 +13,18 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
     api::v1::{
-        observe_service_server::ObserveServiceServer, system_service_server::SystemServiceServer,
+        observe_service_server::ObserveServiceServer, rule_service_server::RuleServiceServer,
+        system_service_server::SystemServiceServer,
     },
     dataplane::DataPlane,
     requests::RequestLog,
+    rules::Rules,
     targets::Targets,
 };
 
 mod convert;
 mod observe;
+mod rules;
 mod system;
 
 /// Failures of setting up or running the API server.
@@ -44,16 +47,27 @@ pub enum ServerError {
 pub struct Daemon {
     pub dataplane: Mutex<DataPlane>,
     pub targets: Mutex<Targets>,
+    pub rules: Mutex<Rules>,
     pub requests: Arc<Mutex<RequestLog>>,
+    /// Names of the captured headers, by slot.
+    pub capture: Vec<String>,
     pub kernel_release: String,
 }
 
 impl Daemon {
-    pub fn new(dataplane: DataPlane, targets: Targets, requests: Arc<Mutex<RequestLog>>) -> Self {
+    pub fn new(
+        dataplane: DataPlane,
+        targets: Targets,
+        rules: Rules,
+        requests: Arc<Mutex<RequestLog>>,
+        capture: Vec<String>,
+    ) -> Self {
         Self {
             dataplane: Mutex::new(dataplane),
             targets: Mutex::new(targets),
+            rules: Mutex::new(rules),
             requests,
+            capture,
             kernel_release: kernel_release(),
         }
     }
@@ -109,7 +123,10 @@ pub async fn serve(
         .add_service(SystemServiceServer::new(system::SystemApi::new(
             Arc::clone(&daemon),
         )))
-        .add_service(ObserveServiceServer::new(observe::ObserveApi::new(daemon)))
+        .add_service(ObserveServiceServer::new(observe::ObserveApi::new(
+            Arc::clone(&daemon),
+        )))
+        .add_service(RuleServiceServer::new(rules::RuleApi::new(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

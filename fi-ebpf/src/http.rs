@@ -4,35 +4,57 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
+    bindings::{BPF_RB_FORCE_WAKEUP, TC_ACT_SHOT, tcx_action_base::TCX_NEXT},
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_redirect, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use fi_common::{
     counters::Counter,
-    event::{EVENT_REQUEST, EVENT_RESPONSE, EventHeader, RequestEvent, ResponseEvent},
+    event::{
+        EVENT_HELD, EVENT_REQUEST, EVENT_RESPONSE, EventHeader, HELD_PACKET_LEN, HeldEvent,
+        REINJECTED_MARK, RequestEvent, ResponseEvent,
+    },
     flow::{
-        CGROUP_LEVELS, FlowKey, FlowState, PENDING, SKIP_REQUEST_BODY, SKIP_RESPONSE_BODY,
-        TARGET_WATCH, claim, seq_before,
+        CGROUP_LEVELS, FAULT_DROP_CLIENT, FAULT_DROP_SERVER, FAULT_HOLDING, FAULT_LOSE_RESPONSE,
+        FlowKey, FlowState, PENDING, SKIP_REQUEST_BODY, SKIP_RESPONSE_BODY, TARGET_WATCH, claim,
+        seq_before,
     },
     http::{
-        CaptureConfig, MAX_HEADS_PER_PACKET, RequestParser, ResponseParser, SCAN_LEN,
-        method_prefix, status_prefix,
+        CaptureConfig, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN, method_prefix,
+        status_prefix,
     },
+    rule::Fault,
 };
 
 use crate::{
-    maps::{FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_SCRATCH, FI_TARGETS, Scratch, bump},
-    packet::{Segment, tcp_segment},
+    faults,
+    maps::{
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_RULE_COUNT, FI_RULES, FI_SCRATCH,
+        FI_TARGETS, Scratch, bump,
+    },
+    packet::{Segment, TCP_ACK, TCP_SYN, tcp_segment},
 };
 
-/// Looks at one packet at a TC hook. Never changes it: the caller passes it on.
+/// Looks at one packet at a TC hook; returns the verdict (TCX_NEXT unless a fault acts).
 #[inline(always)]
-pub fn observe(ctx: &TcContext, direction: u32) {
+pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
+    // SAFETY: reading fields of the context the kernel gave us.
+    let (ifindex, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
+    if mark == REINJECTED_MARK {
+        // A delayed request the daemon put back: let it go, once.
+        ctx.skb.set_mark(0);
+        bump(Counter::Reinjected, 1);
+        if let Some(segment) = tcp_segment(ctx) {
+            if let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key) {
+                // SAFETY: a pointer from a successful lookup, valid during this invocation.
+                unsafe { (*flow).fault_state &= !FAULT_HOLDING };
+            }
+        }
+        return TCX_NEXT;
+    }
     let Some(segment) = tcp_segment(ctx) else {
-        return;
+        return TCX_NEXT;
     };
-    // SAFETY: reading a field of the context the kernel gave us.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let here = claim(ifindex, direction);
 
     if let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key) {
@@ -42,22 +64,84 @@ pub fn observe(ctx: &TcContext, direction: u32) {
             // The first hook that sees the client's packets parses its requests.
             flow.claim = here;
         }
-        if flow.claim == here && segment.payload_len > 0 {
-            on_request_bytes(ctx, flow, &segment, ifindex);
+        if flow.claim != here {
+            return TCX_NEXT;
         }
-        return;
+        if flow.fault_state & FAULT_DROP_CLIENT != 0 {
+            bump(Counter::FaultDrops, 1);
+            return TC_ACT_SHOT as i32;
+        }
+        if flow.fault_state & FAULT_HOLDING != 0 && seq_before(segment.seq, flow.hold_end) {
+            // A retransmission of the held request: the original goes in later.
+            bump(Counter::FaultDrops, 1);
+            return TC_ACT_SHOT as i32;
+        }
+        if segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && rules_loaded() {
+            let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
+                return TCX_NEXT;
+            };
+            // SAFETY: a pointer from a successful lookup, valid during this invocation.
+            let scratch = unsafe { &mut *scratch };
+            // SAFETY: no arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            if let Some(verdict) =
+                faults::on_syn(ctx, flow, &segment, scratch, ifindex, direction, now)
+            {
+                return verdict;
+            }
+        }
+        if segment.payload_len > 0 {
+            return on_request_bytes(ctx, flow, &segment, ifindex, direction);
+        }
+        return TCX_NEXT;
     }
-    let key = segment.key.reversed();
-    if let Some(flow) = FI_FLOWS.get_ptr_mut(&key) {
+    // The reversed key lives in the scratch map, not on the stack.
+    let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: a pointer from a successful lookup, valid during this invocation.
+    let key = unsafe { &mut (*scratch).reversed_key };
+    *key = segment.key.reversed();
+    if let Some(flow) = FI_FLOWS.get_ptr_mut(&*key) {
         // SAFETY: as above.
         let flow = unsafe { &mut *flow };
-        if flow.claim == claim(ifindex, direction ^ 1)
-            && segment.payload_len > 0
-            && flow.next_response != flow.next_request
-        {
-            on_response_bytes(ctx, flow, &segment, &key, ifindex);
+        if flow.claim != claim(ifindex, direction ^ 1) {
+            return TCX_NEXT;
+        }
+        if flow.fault_state & FAULT_DROP_SERVER != 0 {
+            bump(Counter::FaultDrops, 1);
+            return TC_ACT_SHOT as i32;
+        }
+        if segment.payload_len > 0 && flow.next_response != flow.next_request {
+            return on_response_bytes(ctx, flow, &segment, key, ifindex);
         }
     }
+    TCX_NEXT
+}
+
+/// Writes an event header field by field: building it by value would put 72 more bytes
+/// on the 512-byte stack.
+#[inline(always)]
+fn fill_header(
+    header: &mut EventHeader,
+    kind: u32,
+    ifindex: u32,
+    now: u64,
+    flow: &FlowState,
+    key: &FlowKey,
+) {
+    header.kind = kind;
+    header.ifindex = ifindex;
+    header.ts_ns = now;
+    header.cookie = flow.cookie;
+    header.cgroup_id = flow.cgroup_id;
+    // SAFETY: distinct memory (a stack or map key, and an event in a map or the ring).
+    unsafe { core::ptr::copy_nonoverlapping(key, &mut header.key, 1) };
+}
+
+#[inline(always)]
+fn rules_loaded() -> bool {
+    FI_RULE_COUNT.get(0).is_some_and(|n| *n > 0)
 }
 
 /// Whether the flow's owner cgroup, or one of its ancestors, is a watch target.
@@ -180,36 +264,44 @@ fn run_loop(
 
 /// Client payload on the claimed hook: zero or more request heads (pipelining).
 #[inline(always)]
-fn on_request_bytes(ctx: &TcContext, flow: &mut FlowState, segment: &Segment, ifindex: u32) {
+fn on_request_bytes(
+    ctx: &TcContext,
+    flow: &mut FlowState,
+    segment: &Segment,
+    ifindex: u32,
+    direction: u32,
+) -> i32 {
     if flow.skip & SKIP_REQUEST_BODY != 0 {
         if seq_before(segment.seq, flow.request_body_end) {
-            return; // Body of a request whose head we already saw.
+            return TCX_NEXT; // Body of a request whose head we already saw.
         }
         flow.skip &= !SKIP_REQUEST_BODY;
     }
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
-        return;
+        return TCX_NEXT;
     };
     // SAFETY: pointers from successful lookups, valid during this invocation.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     // Cheap checks first: most payloads are not the start of a request head.
-    if segment.payload_len < 8 || !targeted(flow) {
-        return;
+    let watched = targeted(flow);
+    let rules = rules_loaded();
+    if segment.payload_len < 8 || !(watched || rules) {
+        return TCX_NEXT;
     }
     let len = load_payload(ctx, scratch, segment);
     let mut offset = 0u32;
     let mut round = 0;
     while round < MAX_HEADS_PER_PACKET && offset + 8 <= len {
         let Some((method, prefix_len)) = method_prefix(&prefix::<8>(&scratch.buf, offset)) else {
-            return;
+            return TCX_NEXT;
         };
-        scratch.request = RequestParser::new(method, prefix_len);
+        scratch.request.reset(method, prefix_len);
         let start = offset + prefix_len as u32;
         run_loop(request_step, scratch, config, start, len - start);
         scratch.request.finish();
         if scratch.request.head.is_invalid() {
             bump(Counter::ParseErrors, 1);
-            return;
+            return TCX_NEXT;
         }
         // SAFETY: no arguments.
         let now = unsafe { bpf_ktime_get_ns() };
@@ -217,7 +309,44 @@ fn on_request_bytes(ctx: &TcContext, flow: &mut FlowState, segment: &Segment, if
         flow.pending_ts[index as usize % PENDING] = now;
         flow.pending_method[index as usize % PENDING] = method as u8;
         flow.next_request = index.wrapping_add(1);
-        report_request(scratch, flow, &segment.key, ifindex, index, now);
+        let injected = if rules {
+            faults::on_request(ctx, flow, segment, scratch, index, ifindex, direction, now)
+        } else {
+            None
+        };
+        if let Some(injected) = injected {
+            report_request(
+                scratch,
+                flow,
+                &segment.key,
+                ifindex,
+                index,
+                now,
+                injected.rule_id,
+                injected.fault,
+            );
+            if injected.fault == Fault::Abort as u8 {
+                // The client gets the kernel's response now: pair it here, since the
+                // redirected packet may not pass an egress hook again.
+                flow.next_response = flow.next_request;
+                let head = ResponseHead {
+                    status: injected.status,
+                    flags: 0,
+                    version_minor: 1,
+                    _pad: [0; 3],
+                    content_length: 0,
+                    head_len: 0,
+                };
+                report_response(scratch, flow, &segment.key, ifindex, index, now, 0, head);
+            }
+            if injected.fault == Fault::Delay as u8 {
+                return hold(ctx, flow, segment, index, direction, ifindex, now);
+            }
+            return injected.verdict;
+        }
+        if watched {
+            report_request(scratch, flow, &segment.key, ifindex, index, now, 0, 0);
+        }
 
         match scratch.request.out.message_len() {
             Some(message_len) => {
@@ -225,19 +354,120 @@ fn on_request_bytes(ctx: &TcContext, flow: &mut FlowState, segment: &Segment, if
                 if next >= segment.payload_len {
                     flow.request_body_end = segment.seq.wrapping_add(next);
                     flow.skip |= SKIP_REQUEST_BODY;
-                    return;
+                    return TCX_NEXT;
                 }
                 offset = next;
             }
             // Chunked body or head longer than the scan: the next request is found by
             // its method at the start of a later segment.
-            None => return,
+            None => return TCX_NEXT,
         }
         round += 1;
     }
+    TCX_NEXT
+}
+
+/// Takes a request packet out of the path for a delay: its bytes go to the daemon, which
+/// sends them back in through the injector at the release time. Retransmissions of it
+/// are dropped until then.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat hot path; a struct would be copied"
+)]
+fn hold(
+    ctx: &TcContext,
+    flow: &mut FlowState,
+    segment: &Segment,
+    index: u32,
+    direction: u32,
+    ifindex: u32,
+    now: u64,
+) -> i32 {
+    let Some(rule) = flow_delay_rule(flow, index) else {
+        return TCX_NEXT;
+    };
+    let len = ctx.len();
+    if len as usize > HELD_PACKET_LEN {
+        bump(Counter::FaultsSkipped, 1);
+        return TCX_NEXT;
+    }
+    let Some(mut entry) = FI_EVENTS.reserve::<HeldEvent>(0) else {
+        bump(Counter::EventsLost, 1);
+        return TCX_NEXT; // Cannot hold it: let it go undelayed rather than lose it.
+    };
+    // SAFETY: the reservation is HeldEvent-sized; every field is written below before
+    // submit, except the packet bytes past `len`, which the daemon ignores.
+    let event = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(
+        &mut event.header,
+        EVENT_HELD,
+        ifindex,
+        now,
+        flow,
+        &segment.key,
+    );
+    event.release_ns = now.saturating_add(rule);
+    event.claim = claim(ifindex, direction);
+    event.len = len;
+    let n = len.min(HELD_PACKET_LEN as u32);
+    if n == 0 {
+        entry.discard(0);
+        return TCX_NEXT;
+    }
+    // SAFETY: `packet` has HELD_PACKET_LEN bytes and n is in 1..=HELD_PACKET_LEN.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const c_void,
+            0,
+            event.packet.as_mut_ptr() as *mut c_void,
+            n,
+        )
+    };
+    if ret != 0 {
+        entry.discard(0);
+        return TCX_NEXT;
+    }
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+    flow.fault_state |= FAULT_HOLDING;
+    flow.hold_end = segment.seq.wrapping_add(segment.payload_len);
+    // Out of the path, reported as sent (see INJECTOR_MAP): the injector discards it.
+    let injector = FI_INJECTOR.get(0).copied().unwrap_or(0);
+    if injector == 0 {
+        return TC_ACT_SHOT as i32;
+    }
+    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    unsafe { bpf_redirect(injector, 0) as i32 }
+}
+
+/// The delay of the rule that chose request `index` (the last chosen is the winner of
+/// this very request, found again by id in the rule array).
+#[inline(always)]
+fn flow_delay_rule(_flow: &FlowState, _index: u32) -> Option<u64> {
+    // SAFETY: the scratch map holds the event of the request being decided.
+    let scratch = unsafe { &*FI_SCRATCH.get_ptr(0)? };
+    let id = scratch.request_event.rule_id;
+    let count = FI_RULE_COUNT.get(0).copied().unwrap_or(0);
+    let mut slot = 0u32;
+    while slot < fi_common::rule::MAX_RULES {
+        if slot >= count {
+            return None;
+        }
+        if let Some(rule) = FI_RULES.get(slot) {
+            if rule.id == id {
+                return Some(rule.delay_ns);
+            }
+        }
+        slot += 1;
+    }
+    None
 }
 
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat hot path; a struct would be copied"
+)]
 fn report_request(
     scratch: &mut Scratch,
     flow: &FlowState,
@@ -245,20 +475,19 @@ fn report_request(
     ifindex: u32,
     index: u32,
     now: u64,
+    rule_id: u32,
+    fault: u8,
 ) {
     bump(Counter::Requests, 1);
     let event = &mut scratch.request_event;
-    event.header = EventHeader {
-        kind: EVENT_REQUEST,
-        ifindex,
-        ts_ns: now,
-        cookie: flow.cookie,
-        cgroup_id: flow.cgroup_id,
-        key: *key,
-    };
+    fill_header(&mut event.header, EVENT_REQUEST, ifindex, now, flow, key);
     event.index = index;
-    event._pad = 0;
-    event.head = scratch.request.out;
+    event.rule_id = rule_id;
+    event.fault = fault;
+    event._pad = [0; 7];
+    // SAFETY: two distinct fields of the same map value: they never overlap. An explicit
+    // copy keeps LLVM from staging 472 bytes on the 512-byte BPF stack.
+    unsafe { core::ptr::copy_nonoverlapping(&scratch.request.out, &mut event.head, 1) };
     if FI_EVENTS.output::<RequestEvent>(&*event, 0).is_err() {
         bump(Counter::EventsLost, 1);
     }
@@ -272,19 +501,26 @@ fn on_response_bytes(
     segment: &Segment,
     key: &FlowKey,
     ifindex: u32,
-) {
+) -> i32 {
     if flow.skip & SKIP_RESPONSE_BODY != 0 {
         if seq_before(segment.seq, flow.response_body_end) {
-            return;
+            return TCX_NEXT;
         }
         flow.skip &= !SKIP_RESPONSE_BODY;
     }
     if segment.payload_len < 12 {
-        return;
+        return TCX_NEXT;
     }
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
-        return;
+        return TCX_NEXT;
     };
+    if flow.fault_state & FAULT_LOSE_RESPONSE != 0 && flow.lose_index == flow.next_response {
+        // SAFETY: a pointer from a successful lookup, valid during this invocation.
+        let scratch = unsafe { &mut *scratch };
+        // Its response would start here: the client gets a reset instead.
+        flow.next_response = flow.next_request;
+        return faults::lose_response(ctx, flow, segment, scratch);
+    }
     // SAFETY: pointers from successful lookups, valid during this invocation.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     let len = load_payload(ctx, scratch, segment);
@@ -292,7 +528,7 @@ fn on_response_bytes(
     let mut round = 0;
     while round < MAX_HEADS_PER_PACKET && offset + 12 <= len {
         let Some((status, minor)) = status_prefix(&prefix::<12>(&scratch.buf, offset)) else {
-            return;
+            return TCX_NEXT;
         };
         scratch.response = ResponseParser::new(status, minor);
         let start = offset + 12;
@@ -300,7 +536,7 @@ fn on_response_bytes(
         scratch.response.finish();
         if scratch.response.head.is_invalid() {
             bump(Counter::ParseErrors, 1);
-            return;
+            return TCX_NEXT;
         }
         let index = flow.next_response;
         let method = flow.pending_method[index as usize % PENDING];
@@ -312,15 +548,9 @@ fn on_response_bytes(
             let now = unsafe { bpf_ktime_get_ns() };
             let sent = flow.pending_ts[index as usize % PENDING];
             flow.next_response = index.wrapping_add(1);
-            report_response(
-                scratch,
-                flow,
-                key,
-                ifindex,
-                index,
-                now,
-                now.saturating_sub(sent),
-            );
+            let head = scratch.response.out;
+            let latency = now.saturating_sub(sent);
+            report_response(scratch, flow, key, ifindex, index, now, latency, head);
         }
         match scratch.response.out.message_len(method) {
             Some(message_len) => {
@@ -328,17 +558,18 @@ fn on_response_bytes(
                 if next >= segment.payload_len {
                     flow.response_body_end = segment.seq.wrapping_add(next);
                     flow.skip |= SKIP_RESPONSE_BODY;
-                    return;
+                    return TCX_NEXT;
                 }
                 offset = next;
             }
-            None => return,
+            None => return TCX_NEXT,
         }
         if flow.next_response == flow.next_request {
-            return;
+            return TCX_NEXT;
         }
         round += 1;
     }
+    TCX_NEXT
 }
 
 #[inline(always)]
@@ -354,21 +585,15 @@ fn report_response(
     index: u32,
     now: u64,
     latency_ns: u64,
+    head: ResponseHead,
 ) {
     bump(Counter::Responses, 1);
     let event = &mut scratch.response_event;
-    event.header = EventHeader {
-        kind: EVENT_RESPONSE,
-        ifindex,
-        ts_ns: now,
-        cookie: flow.cookie,
-        cgroup_id: flow.cgroup_id,
-        key: *key,
-    };
+    fill_header(&mut event.header, EVENT_RESPONSE, ifindex, now, flow, key);
     event.index = index;
     event._pad = 0;
     event.latency_ns = latency_ns;
-    event.head = scratch.response.out;
+    event.head = head;
     if FI_EVENTS.output::<ResponseEvent>(&*event, 0).is_err() {
         bump(Counter::EventsLost, 1);
     }

@@ -2,24 +2,32 @@
 //!
 //! - `fi_sockops` (cgroup sock_ops, attached at a cgroup, usually the cgroup2 root): records
 //!   each outgoing TCP connection with its owner cgroup (flows.rs).
-//! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): count packets, and on flows of
-//!   targeted cgroups parse HTTP request and response heads (http.rs). They never claim
-//!   traffic: the verdict is always `TCX_NEXT`, so other programs on the hook still run.
+//! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): count packets, parse HTTP request
+//!   and response heads of tracked flows (http.rs), and inject the faults rules select
+//!   (faults.rs, reply.rs). Traffic they do not act on gets `TCX_NEXT`, so other programs
+//!   on the hook still run.
 #![no_std]
 #![no_main]
+// Atomic fetch-add on map memory (rule counters): the BPF target has no atomic types.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core::intrinsics atomics, see faults.rs")]
 
+mod faults;
 mod flows;
 mod http;
 mod maps;
 mod packet;
+mod reply;
 
 use aya_ebpf::{
-    bindings::tcx_action_base::TCX_NEXT,
+    bindings::{BPF_F_INGRESS, TC_ACT_SHOT},
+    helpers::bpf_redirect,
     macros::{classifier, sock_ops},
     programs::{SockOpsContext, TcContext},
 };
 use fi_common::{
     counters::Counter,
+    event::{INJECT_MARK, INJECT_MARK_MASK, REINJECTED_MARK},
     flow::{DIRECTION_EGRESS, DIRECTION_INGRESS},
 };
 
@@ -29,16 +37,36 @@ use crate::maps::bump;
 pub fn fi_tc_egress(ctx: TcContext) -> i32 {
     bump(Counter::EgressPackets, 1);
     bump(Counter::EgressBytes, u64::from(ctx.len()));
-    http::observe(&ctx, DIRECTION_EGRESS);
-    TCX_NEXT
+    http::observe(&ctx, DIRECTION_EGRESS)
 }
 
 #[classifier]
 pub fn fi_tc_ingress(ctx: TcContext) -> i32 {
     bump(Counter::IngressPackets, 1);
     bump(Counter::IngressBytes, u64::from(ctx.len()));
-    http::observe(&ctx, DIRECTION_INGRESS);
-    TCX_NEXT
+    http::observe(&ctx, DIRECTION_INGRESS)
+}
+
+/// On the daemon's injector interface: a delayed request the daemon sends back in carries
+/// `INJECT_MARK | claim`; it goes to the hook that held it (ingress of the client's
+/// interface, or egress of lo), marked so that the hook lets it pass once.
+#[classifier]
+pub fn fi_reinject(ctx: TcContext) -> i32 {
+    // SAFETY: reading a field of our own context.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & INJECT_MARK_MASK != INJECT_MARK {
+        // Nothing else belongs on this interface.
+        return TC_ACT_SHOT as i32;
+    }
+    let claim = mark & !INJECT_MARK_MASK;
+    let flags = if claim & 1 == DIRECTION_INGRESS {
+        u64::from(BPF_F_INGRESS)
+    } else {
+        0
+    };
+    ctx.skb.set_mark(REINJECTED_MARK);
+    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    unsafe { bpf_redirect(claim >> 1, flags) as i32 }
 }
 
 #[sock_ops]

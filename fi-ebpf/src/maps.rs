@@ -9,6 +9,7 @@ use fi_common::{
     event::{EVENTS_BYTES, RequestEvent, ResponseEvent},
     flow::{FlowKey, FlowState, MAX_FLOWS, MAX_TARGETS},
     http::{CaptureConfig, RequestParser, ResponseParser, SCAN_LEN},
+    rule::{AbortResponse, MAX_RULES, Rule, RuleStats},
 };
 
 #[map(name = "FI_COUNTERS")]
@@ -23,6 +24,21 @@ pub static FI_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS
 #[map(name = "FI_CAPTURE")]
 pub static FI_CAPTURE: Array<CaptureConfig> = Array::with_max_entries(1, 0);
 
+#[map(name = "FI_RULES")]
+pub static FI_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FI_RULE_COUNT")]
+pub static FI_RULE_COUNT: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "FI_RULE_STATS")]
+pub static FI_RULE_STATS: HashMap<u32, RuleStats> = HashMap::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FI_RESPONSES")]
+pub static FI_RESPONSES: Array<AbortResponse> = Array::with_max_entries(MAX_RULES, 0);
+
+#[map(name = "FI_INJECTOR")]
+pub static FI_INJECTOR: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "FI_EVENTS")]
 pub static FI_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
@@ -36,6 +52,10 @@ pub struct Scratch {
     pub response: ResponseParser,
     pub request_event: RequestEvent,
     pub response_event: ResponseEvent,
+    /// Pseudo-header and segment, for checksums of rewritten packets.
+    pub csum: [u8; crate::reply::CSUM_BUF_LEN],
+    /// The flow key of a server's packet, turned around to look up its flow.
+    pub reversed_key: FlowKey,
 }
 
 #[map(name = "FI_SCRATCH")]

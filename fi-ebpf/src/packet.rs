@@ -16,7 +16,19 @@ pub struct Segment {
     pub payload_offset: u32,
     pub payload_len: u32,
     pub seq: u32,
+    pub ack: u32,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub flags: u8,
+    pub ipv6: bool,
+    /// Offset of the TCP header.
+    pub l4_offset: u32,
 }
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const ETH_HEADER_LEN: u32 = ETH_HLEN as u32;
 
 /// Parses the headers of a TCP segment; `None` for anything else (not ours: pass it).
 /// IPv6 extension headers and IPv4 fragments are not followed (`None`).
@@ -76,7 +88,9 @@ pub fn tcp_segment(ctx: &TcContext) -> Option<Segment> {
     key.client_port = u16::from_be(ctx.load(l4).ok()?);
     key.server_port = u16::from_be(ctx.load(l4 + 2).ok()?);
     let seq = u32::from_be(ctx.load(l4 + 4).ok()?);
+    let ack = u32::from_be(ctx.load(l4 + 8).ok()?);
     let doff: u8 = ctx.load(l4 + 12).ok()?;
+    let flags: u8 = ctx.load(l4 + 13).ok()?;
     let payload_offset = (l4 + usize::from(doff >> 4) * 4) as u32;
     let payload_len = ip_end.saturating_sub(payload_offset);
     Some(Segment {
@@ -84,5 +98,9 @@ pub fn tcp_segment(ctx: &TcContext) -> Option<Segment> {
         payload_offset,
         payload_len,
         seq,
+        ack,
+        flags,
+        ipv6: ethertype == ETH_P_IPV6,
+        l4_offset: l4 as u32,
     })
 }

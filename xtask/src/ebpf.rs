@@ -15,10 +15,11 @@ pub fn cargo(sub: &str) -> Command {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTFLAGS")
-        // BTF (with func_info) is what the kernel needs to accept bpf_loop callbacks.
+        // BTF (with func_info) is what the kernel needs to accept bpf_loop callbacks; cpu v3
+        // gives atomic fetch-add (rule counters).
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+            "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Ctarget-cpu=v3",
         )
         .args(["+nightly", sub, "--target", TARGET, "-Z", "build-std=core"])
         .arg("--target-dir")

@@ -14,9 +14,11 @@ use fi_common::http::CaptureConfig;
 use fi_daemon::{
     DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, cgroup_fs,
     dataplane::DataPlane,
+    delay::{self, Injector},
     interfaces::{self, VethPolicy},
     links, pump,
     requests::RequestLog,
+    rules::Rules,
     server::{self, Daemon},
     targets::Targets,
 };
@@ -96,18 +98,38 @@ async fn main() -> anyhow::Result<()> {
         let info = targets.add(spec)?;
         info!(target = %info.cgroup, "watching");
     }
+    let capture: Vec<String> = args
+        .capture_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     let requests = Arc::new(Mutex::new(RequestLog::new(
         cgroup_fs::CgroupIndex::new(mount),
-        args.capture_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
+        capture.clone(),
     )));
     let ring = dataplane.take_events()?;
+    let rules = Rules::new(Box::new(dataplane.take_rule_maps()?));
+
+    // The injector for delays: a veth pair of this daemon's own.
+    let injector = Injector::create(&format!(
+        "{}{}",
+        interfaces::INJECTOR_PREFIX,
+        std::process::id()
+    ))
+    .context("creating the delay injector (veth pair)")?;
+    dataplane.attach_injector(&injector.send_side, injector.ifindex())?;
+    let delays = delay::start(injector)?;
 
     let listener = server::bind_unix(&args.socket)?;
-    let daemon = Arc::new(Daemon::new(dataplane, targets, Arc::clone(&requests)));
-    let pump = tokio::spawn(pump::run(ring, requests));
+    let daemon = Arc::new(Daemon::new(
+        dataplane,
+        targets,
+        rules,
+        Arc::clone(&requests),
+        capture,
+    ));
+    let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
+    tokio::spawn(expire_rules(Arc::clone(&daemon)));
     if !args.no_veths {
         let policy = VethPolicy {
             enabled: true,
@@ -126,6 +148,23 @@ async fn main() -> anyhow::Result<()> {
     result?;
     info!("stopped; every program detached");
     Ok(())
+}
+
+/// Moves expired rules out of the kernel. The kernel stops matching a rule at its expiry
+/// time by itself; this keeps the list and the maps tidy.
+async fn expire_rules(daemon: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Ok(mut rules) = daemon.rules.lock() else {
+            return;
+        };
+        match rules.expire() {
+            Ok(0) => {}
+            Ok(n) => info!(expired = n, "rules expired"),
+            Err(err) => warn!(%err, "expiring rules"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

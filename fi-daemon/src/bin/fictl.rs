@@ -55,6 +55,11 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Manage fault rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// The kill switch: remove every rule at once.
+    Stop,
     /// Show the call graph: which container calls which destination, how often, how it went.
     Graph {
         /// Output format (--json is the same as --format json).
@@ -71,6 +76,67 @@ enum TargetCommand {
     Rm { container: String },
     /// List the targets.
     Ls,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Add a rule: every matcher given must hold; the fault is injected into what matches.
+    Add(Box<RuleArgs>),
+    /// List rules with their counters (matched, injected) and state.
+    Ls,
+    /// Show one rule.
+    Get { id: u32 },
+    /// Remove one rule.
+    Rm { id: u32 },
+}
+
+#[derive(Debug, clap::Args)]
+struct RuleArgs {
+    /// The fault: timeout, reset, refuse, abort:STATUS, response-lost, delay:DURATION.
+    #[arg(long, value_parser = fi_daemon::cli::parse_fault)]
+    fault: api::Fault,
+    /// Sending container (cgroup path or container id), with its descendants.
+    #[arg(long)]
+    container: Option<String>,
+    /// Server address or CIDR.
+    #[arg(long = "dst")]
+    destination: Option<String>,
+    /// Server port.
+    #[arg(long)]
+    port: Option<u32>,
+    /// Method (repeatable).
+    #[arg(long = "method")]
+    methods: Vec<String>,
+    /// Host, without port; `*.example.com` for a domain and everything below it.
+    #[arg(long)]
+    host: Option<String>,
+    /// Path without query; a trailing `*` makes it a prefix (`/api/*`).
+    #[arg(long)]
+    path: Option<String>,
+    /// A captured header and its value, NAME=VALUE (per-request targeting).
+    #[arg(long, value_parser = fi_daemon::cli::parse_header)]
+    header: Option<(String, String)>,
+    /// Share of matched requests to fault, e.g. 30% (default: all).
+    #[arg(long, value_parser = fi_daemon::cli::parse_percent)]
+    percent: Option<u32>,
+    /// Do not fault the first N matches.
+    #[arg(long, value_name = "N")]
+    skip: Option<u32>,
+    /// Fault at most N requests.
+    #[arg(long, value_name = "N")]
+    max: Option<u32>,
+    /// Fault only the N-th match.
+    #[arg(long, value_name = "N")]
+    nth: Option<u32>,
+    /// Remove the rule after this long, e.g. 30s, 5m.
+    #[arg(long, value_parser = fi_daemon::cli::parse_duration)]
+    ttl: Option<std::time::Duration>,
+    /// Higher priorities are evaluated first.
+    #[arg(long, default_value_t = 0)]
+    priority: i32,
+    /// Free text shown in listings.
+    #[arg(long)]
+    description: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,7 +204,129 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             watch(cli, request, *count).await
         }
         Command::Graph { format } => graph(cli, *format).await,
+        Command::Rules(cmd) => rules(cli, cmd).await,
+        Command::Stop => {
+            let mut client = client::rules(&cli.socket).await?;
+            let removed = client
+                .stop_all(api::StopAllRequest {})
+                .await?
+                .into_inner()
+                .removed;
+            if cli.json {
+                print_json(&serde_json::json!({ "removed": removed }))
+            } else {
+                println!("stopped: {removed} rule(s) removed, no fault in effect");
+                Ok(())
+            }
+        }
     }
+}
+
+fn rule_json(r: &api::Rule) -> serde_json::Value {
+    let spec = r.spec.clone().unwrap_or_default();
+    let m = spec.r#match.clone().unwrap_or_default();
+    let state = match api::RuleState::try_from(r.state) {
+        Ok(api::RuleState::Active) => "active",
+        Ok(api::RuleState::Expired) => "expired",
+        Ok(api::RuleState::Exhausted) => "exhausted",
+        _ => "unknown",
+    };
+    serde_json::json!({
+        "id": r.id,
+        "state": state,
+        "fault": fi_daemon::cli::fault_name(&spec.fault.unwrap_or_default()),
+        "match": fi_daemon::cli::match_summary(&m),
+        "container_cgroup": r.container_cgroup,
+        "matched": r.matched,
+        "injected": r.injected,
+        "probability_ppm": spec.probability_ppm,
+        "priority": spec.priority,
+        "expires_unix_nanos": r.expires_unix_nanos,
+        "description": spec.description,
+    })
+}
+
+async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
+    let mut client = client::rules(&cli.socket).await?;
+    match cmd {
+        RulesCommand::Add(a) => {
+            let (header_name, header_value) = a.header.clone().unwrap_or_default();
+            let request = api::CreateRuleRequest {
+                r#match: Some(api::Match {
+                    container: a.container.clone().unwrap_or_default(),
+                    destination: a.destination.clone().unwrap_or_default(),
+                    port: a.port.unwrap_or(0),
+                    methods: a.methods.clone(),
+                    host: a.host.clone().unwrap_or_default(),
+                    path: a.path.clone().unwrap_or_default(),
+                    header_name,
+                    header_value,
+                }),
+                fault: Some(a.fault.clone()),
+                probability_ppm: a.percent.unwrap_or(0),
+                skip_first: a.skip.unwrap_or(0),
+                max_injections: a.max.unwrap_or(0),
+                nth: a.nth.unwrap_or(0),
+                ttl: a.ttl.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                priority: a.priority,
+                description: a.description.clone().unwrap_or_default(),
+            };
+            let rule = client.create_rule(request).await?.into_inner();
+            if cli.json {
+                return print_json(&rule_json(&rule));
+            }
+            let j = rule_json(&rule);
+            println!(
+                "rule {} added: {} on {}",
+                rule.id,
+                j["fault"].as_str().unwrap_or("?"),
+                j["match"].as_str().unwrap_or("?")
+            );
+        }
+        RulesCommand::Ls => {
+            let list = client
+                .list_rules(api::ListRulesRequest {})
+                .await?
+                .into_inner();
+            if cli.json {
+                return print_json(&serde_json::Value::Array(
+                    list.rules.iter().map(rule_json).collect(),
+                ));
+            }
+            println!(
+                "{:>4}  {:<10} {:<16} {:>8} {:>8}  MATCH",
+                "ID", "STATE", "FAULT", "MATCHED", "INJECTED"
+            );
+            for r in &list.rules {
+                let j = rule_json(r);
+                println!(
+                    "{:>4}  {:<10} {:<16} {:>8} {:>8}  {}",
+                    r.id,
+                    j["state"].as_str().unwrap_or("?"),
+                    j["fault"].as_str().unwrap_or("?"),
+                    r.matched,
+                    r.injected,
+                    j["match"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        RulesCommand::Get { id } => {
+            let rule = client
+                .get_rule(api::GetRuleRequest { id: *id })
+                .await?
+                .into_inner();
+            print_json(&rule_json(&rule))?;
+        }
+        RulesCommand::Rm { id } => {
+            client
+                .delete_rule(api::DeleteRuleRequest { id: *id })
+                .await?;
+            if !cli.json {
+                println!("rule {id} removed");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {

@@ -1,0 +1,439 @@
+//! Fault rules as the kernel holds them, and the pure logic that decides whether a rule
+//! selects a request. The daemon validates rules and writes them in precedence order into
+//! [`RULES_MAP`]; the TC programs evaluate the first [`RULE_COUNT_MAP`] slots for each
+//! request head (and each SYN, for refusals): the first rule that matches and whose gates
+//! (skip, n-th, probability, budget) open injects; only one fault per request.
+//!
+//! String matchers compare 64-bit FNV-1a hashes computed while the head is parsed (see
+//! [`RequestDigest`]), so a rule costs a few integer compares whatever its strings.
+
+use crate::flow::{CGROUP_LEVELS, FlowKey, FlowState};
+
+/// Array of [`Rule`], [`MAX_RULES`] slots, in precedence order.
+pub const RULES_MAP: &str = "FI_RULES";
+/// One-entry array: how many leading slots of [`RULES_MAP`] are in use.
+pub const RULE_COUNT_MAP: &str = "FI_RULE_COUNT";
+/// Hash map rule id -> [`RuleStats`], updated atomically by the kernel.
+pub const RULE_STATS_MAP: &str = "FI_RULE_STATS";
+/// Array of [`AbortResponse`], by rule slot: the bytes an abort rule answers with.
+pub const RESPONSES_MAP: &str = "FI_RESPONSES";
+pub const MAX_RULES: u32 = 256;
+
+/// Faults. The discriminant is what the kernel stores.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Drop the request and everything after it on the connection: the client times out.
+    Blackhole = 1,
+    /// Answer the request with a TCP reset: ECONNRESET.
+    Reset = 2,
+    /// Answer the SYN with a reset: ECONNREFUSED on connect.
+    Refuse = 3,
+    /// Answer with an HTTP response of the rule's status; the server never sees it.
+    Abort = 4,
+    /// Let the request through, then turn its response into a reset.
+    ResponseLost = 5,
+    /// Hold the request for the rule's delay, then let it go.
+    Delay = 6,
+}
+
+impl Fault {
+    pub const fn from_u8(value: u8) -> Option<Fault> {
+        match value {
+            1 => Some(Fault::Blackhole),
+            2 => Some(Fault::Reset),
+            3 => Some(Fault::Refuse),
+            4 => Some(Fault::Abort),
+            5 => Some(Fault::ResponseLost),
+            6 => Some(Fault::Delay),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Fault::Blackhole => "timeout",
+            Fault::Reset => "reset",
+            Fault::Refuse => "refuse",
+            Fault::Abort => "abort",
+            Fault::ResponseLost => "response-lost",
+            Fault::Delay => "delay",
+        }
+    }
+}
+
+/// Rule flags: which matchers are set, and whether the slot is live.
+pub const RULE_ACTIVE: u32 = 1 << 0;
+pub const MATCH_CGROUP: u32 = 1 << 1;
+pub const MATCH_DST: u32 = 1 << 2;
+pub const MATCH_PORT: u32 = 1 << 3;
+pub const MATCH_METHOD: u32 = 1 << 4;
+pub const MATCH_HOST: u32 = 1 << 5;
+/// With MATCH_HOST: the host is the domain or any name below it.
+pub const MATCH_HOST_SUFFIX: u32 = 1 << 6;
+pub const MATCH_PATH: u32 = 1 << 7;
+/// With MATCH_PATH: the path starts with the rule's path.
+pub const MATCH_PATH_PREFIX: u32 = 1 << 8;
+pub const MATCH_HEADER: u32 = 1 << 9;
+/// Matchers that need a parsed request head (a refusal happens before there is one).
+pub const REQUEST_MATCHERS: u32 = MATCH_METHOD | MATCH_HOST | MATCH_PATH | MATCH_HEADER;
+
+/// One rule, as the kernel holds it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The daemon's id (stats and events are keyed by it).
+    pub id: u32,
+    pub flags: u32,
+    /// MATCH_CGROUP: the sending process is in this cgroup or below it.
+    pub cgroup_id: u64,
+    /// MATCH_DST: server address (IPv4-mapped for IPv4) and prefix length in bits.
+    pub dst_addr: [u8; 16],
+    pub dst_prefix: u8,
+    /// [`Fault`] as u8.
+    pub fault: u8,
+    /// MATCH_HEADER: the capture slot of the header.
+    pub header_slot: u8,
+    pub _pad0: u8,
+    /// MATCH_PORT: server port.
+    pub dst_port: u16,
+    /// MATCH_METHOD: bit `1 << method` per accepted method.
+    pub method_mask: u16,
+    /// MATCH_PATH: length of the rule's path (bytes).
+    pub path_len: u32,
+    /// Abort: the status (for the event; the bytes are in RESPONSES_MAP).
+    pub abort_status: u16,
+    pub _pad1: u16,
+    pub host_hash: u64,
+    pub path_hash: u64,
+    pub header_hash: u64,
+    /// Chance to inject when matched, in parts per million (1,000,000 = always).
+    pub probability_ppm: u32,
+    /// Do not inject on the first N matches.
+    pub skip_first: u32,
+    /// Inject at most N times (0 = no limit).
+    pub max_injections: u32,
+    /// Inject only on the N-th match (0 = any).
+    pub nth: u32,
+    /// CLOCK_MONOTONIC ns after which the rule matches nothing (0 = never).
+    pub expires_ns: u64,
+    /// Delay: how long to hold the request.
+    pub delay_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Rule>() == 104);
+
+impl Rule {
+    pub const EMPTY: Rule = Rule {
+        id: 0,
+        flags: 0,
+        cgroup_id: 0,
+        dst_addr: [0; 16],
+        dst_prefix: 0,
+        fault: 0,
+        header_slot: 0,
+        _pad0: 0,
+        dst_port: 0,
+        method_mask: 0,
+        path_len: 0,
+        abort_status: 0,
+        _pad1: 0,
+        host_hash: 0,
+        path_hash: 0,
+        header_hash: 0,
+        probability_ppm: 0,
+        skip_first: 0,
+        max_injections: 0,
+        nth: 0,
+        expires_ns: 0,
+        delay_ns: 0,
+    };
+}
+
+/// Per-rule counters (global, not per CPU: the count gates need one sequence).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    /// Requests (or connections, for refuse) the rule's matchers selected.
+    pub matched: u64,
+    /// Faults injected.
+    pub injected: u64,
+}
+const _: () = assert!(core::mem::size_of::<RuleStats>() == 16);
+
+/// Longest abort response (status line, headers, body).
+pub const ABORT_RESPONSE_LEN: usize = 256;
+
+/// The bytes an abort rule answers with; `len` is a multiple of 4 (checksum helper).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortResponse {
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; ABORT_RESPONSE_LEN],
+}
+const _: () = assert!(core::mem::size_of::<AbortResponse>() == 8 + ABORT_RESPONSE_LEN);
+
+pub const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// One step of 64-bit FNV-1a.
+#[inline(always)]
+pub const fn fnv_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(FNV_PRIME)
+}
+
+/// FNV-1a of a byte string (the daemon hashes rule strings with it).
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(FNV_BASIS, |h, b| fnv_step(h, *b))
+}
+
+/// Labels of a host name whose suffix hashes are kept (`a.b.c.example.com` has 5).
+pub const HOST_LABELS: usize = 8;
+
+/// Hashes of a request head's strings, computed while it is parsed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestDigest {
+    /// `path_prefix[i]`: hash of the first i bytes of the path (without query), for
+    /// i up to `min(path_len, PATH_LEN)`.
+    pub path_prefix: [u64; crate::http::PATH_LEN + 1],
+    /// Hash of the whole path without its query, however long.
+    pub path_hash: u64,
+    /// Length of the path without its query.
+    pub path_len: u32,
+    /// The query ('?' or '#') has started.
+    pub in_query: u8,
+    /// Labels started in the host name (0: no Host header).
+    pub host_labels: u8,
+    /// The host name ended (the port or the end of the value).
+    pub host_done: u8,
+    /// Inside an IPv6 literal `[...]`.
+    pub host_bracket: u8,
+    /// `host_suffix[i]`: hash of the host name from the start of label i (lower-case,
+    /// without the port).
+    pub host_suffix: [u64; HOST_LABELS],
+    /// Hash of each captured header's value (valid when the header is present).
+    pub header_hash: [u64; crate::http::CAPTURE_SLOTS],
+}
+
+impl RequestDigest {
+    pub const fn new() -> RequestDigest {
+        let mut d = RequestDigest {
+            path_prefix: [0; crate::http::PATH_LEN + 1],
+            path_hash: FNV_BASIS,
+            path_len: 0,
+            in_query: 0,
+            host_labels: 0,
+            host_done: 0,
+            host_bracket: 0,
+            host_suffix: [0; HOST_LABELS],
+            header_hash: [FNV_BASIS; crate::http::CAPTURE_SLOTS],
+        };
+        d.path_prefix[0] = FNV_BASIS;
+        d
+    }
+
+    /// Ready for a new head, in place (see `RequestParser::reset`). Prefix hashes past
+    /// `path_len` are stale but never read.
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.path_prefix[0] = FNV_BASIS;
+        self.path_hash = FNV_BASIS;
+        self.path_len = 0;
+        self.in_query = 0;
+        self.host_labels = 0;
+        self.host_done = 0;
+        self.host_bracket = 0;
+        self.header_hash = [FNV_BASIS; crate::http::CAPTURE_SLOTS];
+    }
+
+    /// A byte of the request target.
+    #[inline(always)]
+    pub fn target_byte(&mut self, b: u8) {
+        if b == b'?' || b == b'#' {
+            self.in_query = 1;
+        }
+        if self.in_query != 0 {
+            return;
+        }
+        self.path_hash = fnv_step(self.path_hash, b);
+        let len = self.path_len as usize;
+        if len < crate::http::PATH_LEN {
+            self.path_prefix[len + 1] = self.path_hash;
+        }
+        self.path_len = self.path_len.saturating_add(1);
+    }
+
+    /// Byte `index` of the Host value.
+    #[inline(always)]
+    pub fn host_byte(&mut self, index: u16, b: u8) {
+        if index == 0 {
+            self.host_labels = 1;
+            self.host_suffix[0] = FNV_BASIS;
+            self.host_bracket = u8::from(b == b'[');
+        }
+        if self.host_done != 0 {
+            return;
+        }
+        if b == b':' && self.host_bracket == 0 {
+            self.host_done = 1;
+            return;
+        }
+        if b == b']' {
+            self.host_bracket = 0;
+        }
+        let lower = b.to_ascii_lowercase();
+        let mut i = 0;
+        while i < HOST_LABELS {
+            if i < self.host_labels as usize {
+                self.host_suffix[i] = fnv_step(self.host_suffix[i], lower);
+            }
+            i += 1;
+        }
+        if b == b'.' && (self.host_labels as usize) < HOST_LABELS {
+            self.host_suffix[self.host_labels as usize & (HOST_LABELS - 1)] = FNV_BASIS;
+            self.host_labels += 1;
+        }
+    }
+
+    /// Byte of the value of captured header `slot` (the first byte resets its hash).
+    #[inline(always)]
+    pub fn header_byte(&mut self, slot: usize, index: u16, b: u8) {
+        // Constant indices: LLVM drops a mask it can prove redundant, and the verifier then
+        // sees an unbounded offset; a match keeps every access at a fixed offset.
+        let hash = match slot {
+            0 => &mut self.header_hash[0],
+            1 => &mut self.header_hash[1],
+            2 => &mut self.header_hash[2],
+            3 => &mut self.header_hash[3],
+            _ => return,
+        };
+        if index == 0 {
+            *hash = FNV_BASIS;
+        }
+        *hash = fnv_step(*hash, b);
+    }
+}
+
+impl Default for RequestDigest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether `addr` is inside `net/prefix` (bits, 0..=128).
+#[inline(always)]
+pub fn in_prefix(addr: &[u8; 16], net: &[u8; 16], prefix: u8) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        let start = (i * 8) as u32;
+        let prefix = prefix as u32;
+        let bits = if prefix >= start + 8 {
+            8
+        } else {
+            prefix.saturating_sub(start)
+        };
+        let mask: u8 = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
+        if addr[i] & mask != net[i] & mask {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The connection-level matchers: who sends, to where. `now_ns` is CLOCK_MONOTONIC.
+#[inline(always)]
+pub fn matches_connection(rule: &Rule, flow: &FlowState, key: &FlowKey, now_ns: u64) -> bool {
+    if rule.flags & RULE_ACTIVE == 0 || (rule.expires_ns != 0 && now_ns >= rule.expires_ns) {
+        return false;
+    }
+    if rule.flags & MATCH_CGROUP != 0 {
+        let mut hit = flow.cgroup_id == rule.cgroup_id;
+        let mut i = 0;
+        while i < CGROUP_LEVELS {
+            hit |= flow.ancestors[i] == rule.cgroup_id;
+            i += 1;
+        }
+        if !hit {
+            return false;
+        }
+    }
+    if rule.flags & MATCH_PORT != 0 && key.server_port != rule.dst_port {
+        return false;
+    }
+    if rule.flags & MATCH_DST != 0 && !in_prefix(&key.server, &rule.dst_addr, rule.dst_prefix) {
+        return false;
+    }
+    true
+}
+
+/// The request-level matchers: method, host, path, header.
+#[inline(always)]
+pub fn matches_request(
+    rule: &Rule,
+    method: u8,
+    header_lens: &[u8; crate::http::CAPTURE_SLOTS],
+    d: &RequestDigest,
+) -> bool {
+    let f = rule.flags;
+    if f & MATCH_METHOD != 0 && rule.method_mask & (1u16 << (method & 15)) == 0 {
+        return false;
+    }
+    if f & MATCH_HOST != 0 {
+        if d.host_labels == 0 {
+            return false;
+        }
+        let hit = if f & MATCH_HOST_SUFFIX != 0 {
+            let mut any = false;
+            let mut i = 0;
+            while i < HOST_LABELS {
+                any |= i < d.host_labels as usize && d.host_suffix[i] == rule.host_hash;
+                i += 1;
+            }
+            any
+        } else {
+            d.host_suffix[0] == rule.host_hash
+        };
+        if !hit {
+            return false;
+        }
+    }
+    if f & MATCH_PATH != 0 {
+        let hit = if f & MATCH_PATH_PREFIX != 0 {
+            let len = rule.path_len as usize;
+            len <= d.path_len as usize
+                && len <= crate::http::PATH_LEN
+                && d.path_prefix[len] == rule.path_hash
+        } else {
+            rule.path_len == d.path_len && d.path_hash == rule.path_hash
+        };
+        if !hit {
+            return false;
+        }
+    }
+    if f & MATCH_HEADER != 0 {
+        let slot = rule.header_slot as usize & (crate::http::CAPTURE_SLOTS - 1);
+        if header_lens[slot] == 0 || d.header_hash[slot] != rule.header_hash {
+            return false;
+        }
+    }
+    true
+}
+
+/// The gates of a matched rule, given that this is its `occurrence`-th match (1-based)
+/// and a uniform random number in 0..1,000,000. The injection budget is checked by the
+/// caller with an atomic counter.
+#[inline(always)]
+pub fn gates_open(rule: &Rule, occurrence: u64, random_ppm: u32) -> bool {
+    if occurrence <= u64::from(rule.skip_first) {
+        return false;
+    }
+    if rule.nth != 0 && occurrence != u64::from(rule.nth) {
+        return false;
+    }
+    random_ppm < rule.probability_ppm
+}
+
+#[cfg(test)]
+mod tests;

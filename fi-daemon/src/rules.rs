@@ -1,0 +1,616 @@
+//! The rule engine: validates rules, keeps them in precedence order in the kernel's rule
+//! array, reads their counters, expires them, and stops them all at once.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
+use fi_common::{
+    flow::v4_mapped,
+    http::{HEADER_NAME_LEN, Method, PATH_LEN},
+    rule::{
+        ABORT_RESPONSE_LEN, AbortResponse, Fault, MATCH_CGROUP, MATCH_DST, MATCH_HEADER,
+        MATCH_HOST, MATCH_HOST_SUFFIX, MATCH_METHOD, MATCH_PATH, MATCH_PATH_PREFIX, MATCH_PORT,
+        MAX_RULES, RULE_ACTIVE, Rule, RuleStats, fnv,
+    },
+};
+
+use crate::targets::{TargetError, Targets};
+
+/// Finished (expired or deleted by expiry) rules kept for their counters.
+const FINISHED: usize = 1000;
+/// Longest delay a rule may ask for.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// Why a rule operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("no rule {0}")]
+    NotFound(u32),
+    #[error("too many rules (at most {MAX_RULES} active); delete some or `fictl stop`")]
+    TooMany,
+    #[error("match.container: {0}")]
+    Container(#[source] TargetError),
+    #[error("updating the kernel's rule maps: {0}")]
+    Map(#[from] MapError),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> RuleError {
+    RuleError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A rule as a client sent it (plain values; every field checked by [`validate`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Draft {
+    pub container: String,
+    pub destination: String,
+    pub port: u32,
+    pub methods: Vec<String>,
+    pub host: String,
+    pub path: String,
+    pub header_name: String,
+    pub header_value: String,
+    pub fault: Option<Fault>,
+    pub status: u32,
+    pub delay: Option<Duration>,
+    pub probability_ppm: u32,
+    pub skip_first: u32,
+    pub max_injections: u32,
+    pub nth: u32,
+    pub ttl: Option<Duration>,
+    pub priority: i32,
+    pub description: String,
+}
+
+/// A validated rule, ready for the kernel (all but its id, cgroup and expiry time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    pub draft: Draft,
+    pub kernel: Rule,
+    pub response: Option<AbortResponse>,
+    /// The container's cgroup (relative), when given.
+    pub cgroup: Option<String>,
+}
+
+/// Checks a draft and builds the kernel's form. `capture` names the captured headers (a
+/// header matcher must name one of them); `targets` resolves the container.
+pub fn validate(
+    draft: Draft,
+    capture: &[String],
+    targets: &Targets,
+) -> Result<Validated, RuleError> {
+    let fault = draft.fault.ok_or_else(|| {
+        invalid(
+            "fault.kind",
+            "required: timeout, reset, refuse, abort, response-lost or delay",
+        )
+    })?;
+    let mut k = Rule::EMPTY;
+    k.flags = RULE_ACTIVE;
+    k.fault = fault as u8;
+    let mut cgroup = None;
+
+    if !draft.container.is_empty() {
+        let info = targets
+            .resolve(&draft.container)
+            .map_err(RuleError::Container)?;
+        k.flags |= MATCH_CGROUP;
+        k.cgroup_id = info.cgroup_id;
+        cgroup = Some(info.cgroup);
+    }
+    if !draft.destination.is_empty() {
+        let (addr, prefix) = parse_cidr(&draft.destination).ok_or_else(|| {
+            invalid(
+                "match.destination",
+                format!(
+                    "{:?} is not an IP address or CIDR (10.0.0.2, 10.0.0.0/24, fd00::/64)",
+                    draft.destination
+                ),
+            )
+        })?;
+        k.flags |= MATCH_DST;
+        k.dst_addr = addr;
+        k.dst_prefix = prefix;
+    }
+    if draft.port != 0 {
+        k.flags |= MATCH_PORT;
+        k.dst_port = u16::try_from(draft.port).map_err(|_| {
+            invalid(
+                "match.port",
+                format!("{} is not a TCP port (1..=65535)", draft.port),
+            )
+        })?;
+    }
+    if !draft.methods.is_empty() {
+        k.flags |= MATCH_METHOD;
+        for m in &draft.methods {
+            let method = Method::ALL
+                .iter()
+                .find(|x| x.as_str().eq_ignore_ascii_case(m))
+                .ok_or_else(|| invalid("match.methods", format!("{m:?} is not an HTTP method (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)")))?;
+            k.method_mask |= 1 << (*method as u8);
+        }
+    }
+    if !draft.host.is_empty() {
+        let host = draft.host.to_ascii_lowercase();
+        let (name, suffix) = match host.strip_prefix("*.").or_else(|| host.strip_prefix('.')) {
+            Some(domain) => (domain.to_owned(), true),
+            None => (host.clone(), false),
+        };
+        if name.is_empty()
+            || name.len() > 253
+            || name.contains(['/', ' ', '*'])
+            || (name.contains(':') && !name.starts_with('['))
+        {
+            return Err(invalid(
+                "match.host",
+                format!(
+                    "{:?} is not a host name (a port is never part of it; `*.example.com` for a domain)",
+                    draft.host
+                ),
+            ));
+        }
+        k.flags |= MATCH_HOST;
+        if suffix {
+            k.flags |= MATCH_HOST_SUFFIX;
+        }
+        k.host_hash = fnv(name.as_bytes());
+    }
+    if !draft.path.is_empty() {
+        let (path, prefix) = match draft.path.strip_suffix('*') {
+            Some(p) => (p, true),
+            None => (draft.path.as_str(), false),
+        };
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "match.path",
+                format!(
+                    "{:?} must start with '/' and have no query (a trailing '*' makes it a prefix)",
+                    draft.path
+                ),
+            ));
+        }
+        if prefix && path.len() > PATH_LEN {
+            return Err(invalid(
+                "match.path",
+                format!("a prefix is at most {PATH_LEN} bytes"),
+            ));
+        }
+        k.flags |= MATCH_PATH;
+        if prefix {
+            k.flags |= MATCH_PATH_PREFIX;
+        }
+        k.path_hash = fnv(path.as_bytes());
+        k.path_len = u32::try_from(path.len()).map_err(|_| invalid("match.path", "too long"))?;
+    }
+    match (draft.header_name.is_empty(), draft.header_value.is_empty()) {
+        (true, true) => {}
+        (false, false) => {
+            let name = draft.header_name.to_ascii_lowercase();
+            if name.len() > HEADER_NAME_LEN {
+                return Err(invalid("match.header_name", "too long"));
+            }
+            let slot = capture.iter().position(|c| *c == name).ok_or_else(|| {
+                invalid("match.header_name", format!("{name:?} is not captured by the daemon (captured: {}); start fi-daemon with --capture-header {name}", capture.join(", ")))
+            })?;
+            k.flags |= MATCH_HEADER;
+            k.header_slot = slot as u8;
+            k.header_hash = fnv(draft.header_value.as_bytes());
+        }
+        (true, false) => {
+            return Err(invalid(
+                "match.header_name",
+                "required with match.header_value",
+            ));
+        }
+        (false, true) => {
+            return Err(invalid(
+                "match.header_value",
+                "required with match.header_name",
+            ));
+        }
+    }
+    if fault == Fault::Refuse && k.flags & fi_common::rule::REQUEST_MATCHERS != 0 {
+        return Err(invalid(
+            "fault.kind",
+            "refuse happens at connect, before any request: only container, destination and port can select it",
+        ));
+    }
+    let mut response = None;
+    match fault {
+        Fault::Abort => {
+            if !(100..=599).contains(&draft.status) {
+                return Err(invalid(
+                    "fault.status",
+                    format!("{} is not an HTTP status (100..=599)", draft.status),
+                ));
+            }
+            k.abort_status = draft.status as u16;
+            response = Some(abort_response(draft.status as u16));
+        }
+        Fault::Delay => {
+            let delay = draft
+                .delay
+                .ok_or_else(|| invalid("fault.delay", "required for delay"))?;
+            if delay < Duration::from_millis(1) || delay > MAX_DELAY {
+                return Err(invalid(
+                    "fault.delay",
+                    format!("{delay:?} is outside 1ms..=60s"),
+                ));
+            }
+            k.delay_ns = delay.as_nanos() as u64;
+        }
+        _ => {
+            if draft.status != 0 {
+                return Err(invalid("fault.status", "only for abort"));
+            }
+            if draft.delay.is_some() {
+                return Err(invalid("fault.delay", "only for delay"));
+            }
+        }
+    }
+    k.probability_ppm = match draft.probability_ppm {
+        0 => 1_000_000,
+        p if p <= 1_000_000 => p,
+        p => {
+            return Err(invalid(
+                "probability_ppm",
+                format!("{p} is more than 1,000,000"),
+            ));
+        }
+    };
+    if draft.nth != 0 && draft.skip_first != 0 {
+        return Err(invalid("nth", "give nth or skip_first, not both"));
+    }
+    k.skip_first = draft.skip_first;
+    k.max_injections = draft.max_injections;
+    k.nth = draft.nth;
+    if let Some(ttl) = draft.ttl
+        && (ttl.is_zero() || ttl > Duration::from_secs(30 * 86_400))
+    {
+        return Err(invalid("ttl", "must be between 1ns and 30 days"));
+    }
+    if draft.description.len() > 1024 {
+        return Err(invalid("description", "at most 1024 bytes"));
+    }
+    Ok(Validated {
+        draft,
+        kernel: k,
+        response,
+        cgroup,
+    })
+}
+
+/// `addr` or `addr/prefix` to an IPv6 (or IPv4-mapped) network and prefix length.
+pub fn parse_cidr(text: &str) -> Option<([u8; 16], u8)> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+        None => (text, None),
+    };
+    match addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?
+    {
+        IpAddr::V4(v4) => {
+            let p = prefix.unwrap_or(32);
+            (p <= 32).then(|| (v4_mapped(v4.octets()), 96 + p))
+        }
+        IpAddr::V6(v6) => {
+            let p = prefix.unwrap_or(128);
+            (p <= 128).then(|| (v6.octets(), p))
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Injected",
+    }
+}
+
+/// The bytes an abort answers with: a complete response that closes the connection
+/// (the server never saw the request, so the connection cannot go on), padded with
+/// spaces to a multiple of 4 bytes for the kernel's checksum helper.
+pub fn abort_response(status: u16) -> AbortResponse {
+    let mut body = format!("fi: injected {status}\n");
+    let head_for = |len: usize| {
+        format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {len}\r\nconnection: close\r\nx-fi-fault: abort\r\n\r\n",
+            reason(status)
+        )
+    };
+    while (head_for(body.len()).len() + body.len()) % 4 != 0 {
+        body.insert(body.len() - 1, ' ');
+    }
+    let text = head_for(body.len()) + &body;
+    let mut response = AbortResponse {
+        len: text.len() as u32,
+        _pad: 0,
+        bytes: [0; ABORT_RESPONSE_LEN],
+    };
+    response.bytes[..text.len()].copy_from_slice(text.as_bytes());
+    response
+}
+
+/// The kernel's rule maps, or a fake in unit tests.
+pub trait RuleSink: Send {
+    fn set_slot(
+        &mut self,
+        slot: u32,
+        rule: &Rule,
+        response: &AbortResponse,
+    ) -> Result<(), MapError>;
+    fn set_count(&mut self, count: u32) -> Result<(), MapError>;
+    fn add_stats(&mut self, id: u32) -> Result<(), MapError>;
+    fn remove_stats(&mut self, id: u32) -> Result<(), MapError>;
+    fn stats(&self, id: u32) -> RuleStats;
+}
+
+/// The real maps.
+#[expect(missing_debug_implementations, reason = "aya maps are not Debug")]
+pub struct KernelRules {
+    pub rules: Array<MapData, Rule>,
+    pub count: Array<MapData, u32>,
+    pub stats: BpfHashMap<MapData, u32, RuleStats>,
+    pub responses: Array<MapData, AbortResponse>,
+}
+
+impl RuleSink for KernelRules {
+    fn set_slot(
+        &mut self,
+        slot: u32,
+        rule: &Rule,
+        response: &AbortResponse,
+    ) -> Result<(), MapError> {
+        self.responses.set(slot, response, 0)?;
+        self.rules.set(slot, rule, 0)
+    }
+    fn set_count(&mut self, count: u32) -> Result<(), MapError> {
+        self.count.set(0, count, 0)
+    }
+    fn add_stats(&mut self, id: u32) -> Result<(), MapError> {
+        self.stats.insert(id, RuleStats::default(), 0)
+    }
+    fn remove_stats(&mut self, id: u32) -> Result<(), MapError> {
+        self.stats.remove(&id)
+    }
+    fn stats(&self, id: u32) -> RuleStats {
+        self.stats.get(&id, 0).unwrap_or_default()
+    }
+}
+
+/// A rule's life so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Expired,
+    Exhausted,
+}
+
+/// A rule as listed.
+#[derive(Debug, Clone)]
+pub struct RuleView {
+    pub id: u32,
+    pub rule: Validated,
+    pub state: State,
+    pub stats: RuleStats,
+    pub created: SystemTime,
+    pub expires: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    rule: Validated,
+    created: SystemTime,
+    expires: Option<SystemTime>,
+    expires_mono: Option<Duration>,
+}
+
+/// CLOCK_MONOTONIC now, as the kernel's bpf_ktime_get_ns sees it.
+pub fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The active rules and the kernel's copy of them.
+pub struct Rules {
+    sink: Box<dyn RuleSink>,
+    next_id: u32,
+    active: BTreeMap<u32, Entry>,
+    finished: VecDeque<RuleView>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("active", &self.active.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rules {
+    pub fn new(sink: Box<dyn RuleSink>) -> Self {
+        Self {
+            sink,
+            next_id: 1,
+            active: BTreeMap::new(),
+            finished: VecDeque::new(),
+        }
+    }
+
+    /// Activates a validated rule; returns its id.
+    pub fn create(&mut self, mut rule: Validated) -> Result<u32, RuleError> {
+        if self.active.len() >= MAX_RULES as usize {
+            return Err(RuleError::TooMany);
+        }
+        let id = self.next_id;
+        rule.kernel.id = id;
+        let now = SystemTime::now();
+        let expires_mono = rule.draft.ttl.map(|ttl| monotonic_now() + ttl);
+        rule.kernel.expires_ns = expires_mono.map_or(0, |t| t.as_nanos() as u64);
+        self.sink.add_stats(id)?;
+        self.next_id += 1;
+        self.active.insert(
+            id,
+            Entry {
+                expires: rule.draft.ttl.map(|ttl| now + ttl),
+                rule,
+                created: now,
+                expires_mono,
+            },
+        );
+        if let Err(err) = self.sync() {
+            self.active.remove(&id);
+            let _ = self.sink.remove_stats(id);
+            let _ = self.sync();
+            return Err(err);
+        }
+        Ok(id)
+    }
+
+    /// Writes the active rules into the kernel in precedence order: higher priority
+    /// first, then creation order. The count is lowered first, so that the kernel never
+    /// evaluates a slot being rewritten, then raised.
+    fn sync(&mut self) -> Result<(), RuleError> {
+        let mut order: Vec<(&u32, &Entry)> = self.active.iter().collect();
+        order.sort_by_key(|(id, e)| (std::cmp::Reverse(e.rule.draft.priority), **id));
+        let empty = AbortResponse {
+            len: 0,
+            _pad: 0,
+            bytes: [0; ABORT_RESPONSE_LEN],
+        };
+        let slots: Vec<(Rule, AbortResponse)> = order
+            .iter()
+            .map(|(_, e)| (e.rule.kernel, e.rule.response.unwrap_or(empty)))
+            .collect();
+        self.sink.set_count(0)?;
+        for (slot, (rule, response)) in slots.iter().enumerate() {
+            self.sink.set_slot(slot as u32, rule, response)?;
+        }
+        self.sink.set_count(slots.len() as u32)?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, id: u32) -> Result<(), RuleError> {
+        if self.active.remove(&id).is_none() {
+            return Err(RuleError::NotFound(id));
+        }
+        self.sync()?;
+        self.sink.remove_stats(id)?;
+        Ok(())
+    }
+
+    /// The kill switch. The kernel stops matching at the first write.
+    pub fn stop_all(&mut self) -> Result<u32, RuleError> {
+        self.sink.set_count(0)?;
+        let ids: Vec<u32> = self.active.keys().copied().collect();
+        self.active.clear();
+        for id in &ids {
+            self.sink.remove_stats(*id)?;
+        }
+        Ok(ids.len() as u32)
+    }
+
+    fn view(&self, id: u32, e: &Entry) -> RuleView {
+        let stats = self.sink.stats(id);
+        let expired = e.expires_mono.is_some_and(|t| monotonic_now() >= t);
+        let exhausted = e.rule.kernel.max_injections != 0
+            && stats.injected >= u64::from(e.rule.kernel.max_injections);
+        RuleView {
+            id,
+            rule: e.rule.clone(),
+            state: if expired {
+                State::Expired
+            } else if exhausted {
+                State::Exhausted
+            } else {
+                State::Active
+            },
+            stats,
+            created: e.created,
+            expires: e.expires,
+        }
+    }
+
+    /// Active rules, then the recently finished ones.
+    pub fn list(&self) -> Vec<RuleView> {
+        let mut out: Vec<RuleView> = self
+            .active
+            .iter()
+            .map(|(id, e)| self.view(*id, e))
+            .collect();
+        out.extend(self.finished.iter().cloned());
+        out
+    }
+
+    pub fn get(&self, id: u32) -> Result<RuleView, RuleError> {
+        if let Some(e) = self.active.get(&id) {
+            return Ok(self.view(id, e));
+        }
+        self.finished
+            .iter()
+            .find(|v| v.id == id)
+            .cloned()
+            .ok_or(RuleError::NotFound(id))
+    }
+
+    /// Moves expired rules out of the kernel (they already match nothing there: the kernel
+    /// checks the expiry time itself) into the finished list, with their counters.
+    pub fn expire(&mut self) -> Result<usize, RuleError> {
+        let now = monotonic_now();
+        let expired: Vec<u32> = self
+            .active
+            .iter()
+            .filter(|(_, e)| e.expires_mono.is_some_and(|t| now >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        for id in &expired {
+            if let Some(e) = self.active.get(id) {
+                let mut view = self.view(*id, e);
+                view.state = State::Expired;
+                if self.finished.len() == FINISHED {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(view);
+            }
+            self.active.remove(id);
+        }
+        self.sync()?;
+        for id in &expired {
+            self.sink.remove_stats(*id)?;
+        }
+        Ok(expired.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::targets::TargetSink;
+
+#[derive(Default)]
+struct Kernel {
+    slots: BTreeMap<u32, Rule>,
+    count: u32,
+    stats: BTreeMap<u32, RuleStats>,
+}
+
+#[derive(Clone, Default)]
+struct FakeSink(Arc<Mutex<Kernel>>);
+
+impl RuleSink for FakeSink {
+    fn set_slot(&mut self, slot: u32, rule: &Rule, _: &AbortResponse) -> Result<(), MapError> {
+        self.0.lock().unwrap().slots.insert(slot, *rule);
+        Ok(())
+    }
+    fn set_count(&mut self, count: u32) -> Result<(), MapError> {
+        self.0.lock().unwrap().count = count;
+        Ok(())
+    }
+    fn add_stats(&mut self, id: u32) -> Result<(), MapError> {
+        self.0
+            .lock()
+            .unwrap()
+            .stats
+            .insert(id, RuleStats::default());
+        Ok(())
+    }
+    fn remove_stats(&mut self, id: u32) -> Result<(), MapError> {
+        self.0.lock().unwrap().stats.remove(&id);
+        Ok(())
+    }
+    fn stats(&self, id: u32) -> RuleStats {
+        self.0
+            .lock()
+            .unwrap()
+            .stats
+            .get(&id)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+struct NoTargets;
+impl TargetSink for NoTargets {
+    fn insert(&mut self, _: u64) -> Result<(), MapError> {
+        Ok(())
+    }
+    fn remove(&mut self, _: u64) -> Result<(), MapError> {
+        Ok(())
+    }
+}
+
+fn targets() -> Targets {
+    Targets::new(std::env::temp_dir(), Box::new(NoTargets))
+}
+
+fn capture() -> Vec<String> {
+    vec!["traceparent".into(), "x-fi-target".into()]
+}
+
+fn draft(fault: Fault) -> Draft {
+    Draft {
+        fault: Some(fault),
+        ..Draft::default()
+    }
+}
+
+fn field_of(result: Result<Validated, RuleError>) -> &'static str {
+    match result {
+        Err(RuleError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_bad_field_is_named() {
+    let t = targets();
+    let c = capture();
+    let check = |d: Draft| field_of(validate(d, &c, &t));
+    assert_eq!(check(Draft::default()), "fault.kind");
+    assert_eq!(
+        check(Draft {
+            destination: "10.0.0.300".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.destination"
+    );
+    assert_eq!(
+        check(Draft {
+            destination: "10.0.0.0/33".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.destination"
+    );
+    assert_eq!(
+        check(Draft {
+            port: 70000,
+            ..draft(Fault::Reset)
+        }),
+        "match.port"
+    );
+    assert_eq!(
+        check(Draft {
+            methods: vec!["FETCH".into()],
+            ..draft(Fault::Reset)
+        }),
+        "match.methods"
+    );
+    assert_eq!(
+        check(Draft {
+            host: "a b".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.host"
+    );
+    assert_eq!(
+        check(Draft {
+            host: "b:8080".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.host"
+    );
+    assert_eq!(
+        check(Draft {
+            path: "api".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.path"
+    );
+    assert_eq!(
+        check(Draft {
+            path: "/a?b".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.path"
+    );
+    assert_eq!(
+        check(Draft {
+            header_name: "x-other".into(),
+            header_value: "v".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.header_name"
+    );
+    assert_eq!(
+        check(Draft {
+            header_value: "v".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.header_name"
+    );
+    assert_eq!(
+        check(Draft {
+            header_name: "x-fi-target".into(),
+            ..draft(Fault::Reset)
+        }),
+        "match.header_value"
+    );
+    assert_eq!(
+        check(Draft {
+            path: "/x".into(),
+            ..draft(Fault::Refuse)
+        }),
+        "fault.kind"
+    );
+    assert_eq!(check(draft(Fault::Abort)), "fault.status");
+    assert_eq!(
+        check(Draft {
+            status: 700,
+            ..draft(Fault::Abort)
+        }),
+        "fault.status"
+    );
+    assert_eq!(
+        check(Draft {
+            status: 500,
+            ..draft(Fault::Reset)
+        }),
+        "fault.status"
+    );
+    assert_eq!(check(draft(Fault::Delay)), "fault.delay");
+    assert_eq!(
+        check(Draft {
+            delay: Some(Duration::from_secs(61)),
+            ..draft(Fault::Delay)
+        }),
+        "fault.delay"
+    );
+    assert_eq!(
+        check(Draft {
+            probability_ppm: 1_000_001,
+            ..draft(Fault::Reset)
+        }),
+        "probability_ppm"
+    );
+    assert_eq!(
+        check(Draft {
+            nth: 2,
+            skip_first: 1,
+            ..draft(Fault::Reset)
+        }),
+        "nth"
+    );
+    assert!(matches!(
+        validate(
+            Draft {
+                container: "/no/such/cgroup-fi".into(),
+                ..draft(Fault::Reset)
+            },
+            &c,
+            &t
+        ),
+        Err(RuleError::Container(_))
+    ));
+}
+
+#[test]
+fn a_full_rule_sets_every_matcher() {
+    let d = Draft {
+        destination: "10.77.0.0/24".into(),
+        port: 8080,
+        methods: vec!["get".into(), "POST".into()],
+        host: "*.svc.local".into(),
+        path: "/api/*".into(),
+        header_name: "X-Fi-Target".into(),
+        header_value: "user-42".into(),
+        status: 503,
+        probability_ppm: 300_000,
+        ..draft(Fault::Abort)
+    };
+    let v = validate(d, &capture(), &targets()).unwrap();
+    let k = v.kernel;
+    for flag in [
+        MATCH_DST,
+        MATCH_PORT,
+        MATCH_METHOD,
+        MATCH_HOST,
+        MATCH_HOST_SUFFIX,
+        MATCH_PATH,
+        MATCH_PATH_PREFIX,
+        MATCH_HEADER,
+    ] {
+        assert_ne!(k.flags & flag, 0, "flag {flag:#x}");
+    }
+    assert_eq!(k.dst_prefix, 96 + 24);
+    assert_eq!(k.header_slot, 1);
+    assert_eq!(k.host_hash, fnv(b"svc.local"));
+    assert_eq!(k.path_hash, fnv(b"/api/"));
+    assert_eq!(k.probability_ppm, 300_000);
+    let response = v.response.unwrap();
+    assert_eq!(response.len % 4, 0);
+    let text = std::str::from_utf8(&response.bytes[..response.len as usize]).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{text}"
+    );
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{text}"
+    );
+}
+
+#[test]
+fn abort_responses_parse_as_http_for_every_status() {
+    for status in [200, 404, 429, 500, 503, 599] {
+        let r = abort_response(status);
+        let parsed = fi_common::http::parse_response(
+            &r.bytes[..r.len as usize],
+            &fi_common::http::CaptureConfig::EMPTY,
+        )
+        .unwrap();
+        assert_eq!(parsed.status, status);
+        assert_eq!(parsed.message_len(1), Some(r.len));
+    }
+}
+
+#[test]
+fn precedence_is_priority_then_creation_and_stop_clears_everything() {
+    let sink = FakeSink::default();
+    let mut rules = Rules::new(Box::new(sink.clone()));
+    let v = |priority| {
+        validate(
+            Draft {
+                priority,
+                ..draft(Fault::Reset)
+            },
+            &capture(),
+            &targets(),
+        )
+        .unwrap()
+    };
+    let a = rules.create(v(0)).unwrap();
+    let b = rules.create(v(10)).unwrap();
+    let c = rules.create(v(0)).unwrap();
+    {
+        let k = sink.0.lock().unwrap();
+        assert_eq!(k.count, 3);
+        let order: Vec<u32> = (0..3).map(|s| k.slots[&s].id).collect();
+        assert_eq!(order, [b, a, c]);
+    }
+    rules.delete(a).unwrap();
+    assert!(matches!(rules.delete(a), Err(RuleError::NotFound(_))));
+    {
+        let k = sink.0.lock().unwrap();
+        assert_eq!(k.count, 2);
+        assert_eq!(k.slots[&1].id, c);
+        assert!(!k.stats.contains_key(&a));
+    }
+    assert_eq!(rules.stop_all().unwrap(), 2);
+    let k = sink.0.lock().unwrap();
+    assert_eq!(k.count, 0);
+    assert!(k.stats.is_empty());
+}
+
+#[test]
+fn expired_rules_leave_the_kernel_and_keep_their_counters() {
+    let sink = FakeSink::default();
+    let mut rules = Rules::new(Box::new(sink.clone()));
+    let d = Draft {
+        ttl: Some(Duration::from_millis(1)),
+        ..draft(Fault::Reset)
+    };
+    let id = rules
+        .create(validate(d, &capture(), &targets()).unwrap())
+        .unwrap();
+    assert_ne!(
+        sink.0.lock().unwrap().slots[&0].expires_ns,
+        0,
+        "the kernel knows the expiry"
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(rules.expire().unwrap(), 1);
+    assert_eq!(sink.0.lock().unwrap().count, 0);
+    assert_eq!(rules.get(id).unwrap().state, State::Expired);
+}
+
+#[test]
+fn cidrs_parse_for_both_families() {
+    assert_eq!(
+        parse_cidr("10.0.0.2"),
+        Some((v4_mapped([10, 0, 0, 2]), 128))
+    );
+    assert_eq!(
+        parse_cidr("10.0.0.0/8"),
+        Some((v4_mapped([10, 0, 0, 0]), 104))
+    );
+    assert_eq!(parse_cidr("fd00::/64").map(|(_, p)| p), Some(64));
+    assert_eq!(parse_cidr("[fd00::2]").map(|(_, p)| p), Some(128));
+    assert_eq!(parse_cidr("nope"), None);
+    assert_eq!(parse_cidr("::/129"), None);
+}

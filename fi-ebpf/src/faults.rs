@@ -1,0 +1,316 @@
+//! Choosing a rule for a request (or a SYN) and doing what it says.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub},
+};
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    helpers::{bpf_get_prandom_u32, bpf_loop},
+    programs::TcContext,
+};
+use fi_common::{
+    counters::Counter,
+    flow::{FAULT_DROP_CLIENT, FAULT_DROP_SERVER, FAULT_LOSE_RESPONSE, FlowKey, FlowState},
+    http::RequestParser,
+    rule::{Fault, MAX_RULES, Rule, gates_open, matches_connection, matches_request},
+};
+
+use crate::{
+    maps::{FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump},
+    packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST},
+    reply::{Answer, finish, rewrite, send_back, turn_around},
+};
+
+#[repr(C)]
+struct EvalCtx {
+    flow: *const FlowState,
+    key: *const FlowKey,
+    /// The request being decided; null when deciding a connection (refusals only).
+    parser: *const RequestParser,
+    now: u64,
+    /// Slot of the rule that fires, or MAX_RULES for none.
+    winner: u32,
+}
+
+/// One rule slot; the verifier checks this once, whatever the number of rules.
+unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the EvalCtx that `choose` passed to bpf_loop.
+    let c = unsafe { &mut *(ctx as *mut EvalCtx) };
+    let Some(rule) = FI_RULES.get(index as u32) else {
+        return 1;
+    };
+    // The phase is the parser's presence: the verifier may merge call sites, so the
+    // pointer itself is tested before any use.
+    let request_phase = !c.parser.is_null();
+    let refuse = rule.fault == Fault::Refuse as u8;
+    if request_phase == refuse {
+        return 0;
+    }
+    // SAFETY: pointers to the caller's flow (map value) and key (stack), valid for the loop.
+    let (flow, key) = unsafe { (&*c.flow, &*c.key) };
+    if !matches_connection(rule, flow, key, c.now) {
+        return 0;
+    }
+    if request_phase {
+        // SAFETY: not null: points into the per-CPU scratch map.
+        let parser = unsafe { &*c.parser };
+        if !matches_request(
+            rule,
+            parser.out.method,
+            &parser.out.header_lens,
+            &parser.digest,
+        ) {
+            return 0;
+        }
+    }
+    let Some(stats) = FI_RULE_STATS.get_ptr_mut(rule.id) else {
+        return 0;
+    };
+    // The BPF target has no core::sync::atomic types; these intrinsics compile to the
+    // BPF atomic fetch-add (cpu v3). The stats value lives in a map, 8-aligned, and every
+    // CPU updates it only through these.
+    // SAFETY: as above.
+    let (matched, injected) = unsafe { (&raw mut (*stats).matched, &raw mut (*stats).injected) };
+    // SAFETY: as above.
+    let occurrence =
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(matched, 1) } + 1;
+    // SAFETY: no arguments.
+    let random = unsafe { bpf_get_prandom_u32() } % 1_000_000;
+    if !gates_open(rule, occurrence, random) {
+        return 0;
+    }
+    // SAFETY: as above.
+    let before = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(injected, 1) };
+    if rule.max_injections != 0 && before >= u64::from(rule.max_injections) {
+        // Over budget: undo, so the counter stays exact.
+        // SAFETY: as above.
+        unsafe { atomic_xsub::<u64, u64, { AtomicOrdering::Relaxed }>(injected, 1) };
+        return 0;
+    }
+    c.winner = index as u32;
+    1
+}
+
+/// The rule that fires for this request or connection, with its slot, if any.
+#[inline(always)]
+fn choose(
+    flow: &FlowState,
+    key: &FlowKey,
+    parser: Option<&RequestParser>,
+    now: u64,
+) -> Option<(u32, &'static Rule)> {
+    let count = FI_RULE_COUNT.get(0).copied().unwrap_or(0).min(MAX_RULES);
+    if count == 0 {
+        return None;
+    }
+    let mut ctx = EvalCtx {
+        flow: flow as *const FlowState,
+        key: key as *const FlowKey,
+        parser: parser.map_or(core::ptr::null(), |p| p as *const RequestParser),
+        now,
+        winner: MAX_RULES,
+    };
+    // SAFETY: the callback only touches EvalCtx, which outlives the call.
+    unsafe {
+        bpf_loop(
+            count,
+            rule_step as *mut c_void,
+            &mut ctx as *mut EvalCtx as *mut c_void,
+            0,
+        );
+    }
+    let slot = ctx.winner;
+    FI_RULES.get(slot).map(|rule| (slot, rule))
+}
+
+/// A SYN of a new flow, at the hook that claimed it: refuse it if a rule says so.
+/// Returns the verdict, or None to let the packet go on.
+#[inline(always)]
+pub fn on_syn(
+    ctx: &TcContext,
+    flow: &mut FlowState,
+    seg: &Segment,
+    scratch: &mut Scratch,
+    ifindex: u32,
+    direction: u32,
+    now: u64,
+) -> Option<i32> {
+    let (_, rule) = choose(flow, &seg.key, None, now)?;
+    let answer = Answer {
+        seq: 0,
+        ack: seg.seq.wrapping_add(1),
+        flags: TCP_RST | TCP_ACK,
+        payload_len: 0,
+    };
+    flow.fault_state |= FAULT_DROP_CLIENT;
+    bump(Counter::FaultsInjected, 1);
+    let _ = rule;
+    Some(answer_client(
+        ctx, seg, scratch, &answer, None, ifindex, direction,
+    ))
+}
+
+/// What happened to a request a rule chose.
+pub struct Injected {
+    pub rule_id: u32,
+    pub fault: u8,
+    /// The verdict for the packet.
+    pub verdict: i32,
+    /// Abort: the status the client gets.
+    pub status: u16,
+}
+
+/// A parsed request head at the claimed hook: inject a fault if a rule says so.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a flat hot path; a struct would be copied"
+)]
+pub fn on_request(
+    ctx: &TcContext,
+    flow: &mut FlowState,
+    seg: &Segment,
+    scratch: &mut Scratch,
+    request_index: u32,
+    ifindex: u32,
+    direction: u32,
+    now: u64,
+) -> Option<Injected> {
+    // SAFETY: reading a field of our own context.
+    if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+        // A request larger than one segment (GSO): rewriting it is not supported.
+        bump(Counter::FaultsSkipped, 1);
+        return None;
+    }
+    let (slot, rule) = choose(flow, &seg.key, Some(&scratch.request), now)?;
+    let fault = Fault::from_u8(rule.fault)?;
+    bump(Counter::FaultsInjected, 1);
+    let mut status = 0;
+    let verdict = match fault {
+        Fault::Blackhole => {
+            flow.fault_state |= FAULT_DROP_CLIENT;
+            TC_ACT_SHOT as i32
+        }
+        Fault::Reset => {
+            flow.fault_state |= FAULT_DROP_CLIENT;
+            let answer = Answer {
+                seq: seg.ack,
+                ack: seg.seq.wrapping_add(seg.payload_len),
+                flags: TCP_RST | TCP_ACK,
+                payload_len: 0,
+            };
+            answer_client(ctx, seg, scratch, &answer, None, ifindex, direction)
+        }
+        Fault::Abort => {
+            flow.fault_state |= FAULT_DROP_CLIENT;
+            status = rule.abort_status;
+            let Some(response) = FI_RESPONSES.get(slot) else {
+                return None;
+            };
+            let answer = Answer {
+                seq: seg.ack,
+                ack: seg.seq.wrapping_add(seg.payload_len),
+                flags: TCP_PSH | TCP_ACK,
+                payload_len: response.len,
+            };
+            answer_client(
+                ctx,
+                seg,
+                scratch,
+                &answer,
+                Some(&response.bytes),
+                ifindex,
+                direction,
+            )
+        }
+        Fault::ResponseLost => {
+            flow.fault_state |= FAULT_LOSE_RESPONSE;
+            flow.lose_index = request_index;
+            aya_ebpf::bindings::tcx_action_base::TCX_NEXT
+        }
+        // Delay is held by the caller (it needs the packet and the event ring); refusals
+        // are decided on the SYN.
+        Fault::Delay | Fault::Refuse => aya_ebpf::bindings::tcx_action_base::TCX_NEXT,
+    };
+    Some(Injected {
+        rule_id: rule.id,
+        fault: rule.fault,
+        verdict,
+        status,
+    })
+}
+
+/// A response head of the request whose response is to be lost: turn it into a reset
+/// that goes on to the client, and drop what the server sends after it.
+#[inline(always)]
+pub fn lose_response(
+    ctx: &TcContext,
+    flow: &mut FlowState,
+    seg: &Segment,
+    scratch: &mut Scratch,
+) -> i32 {
+    flow.fault_state &= !FAULT_LOSE_RESPONSE;
+    flow.fault_state |= FAULT_DROP_SERVER;
+    let answer = Answer {
+        seq: seg.seq,
+        ack: seg.ack,
+        flags: TCP_RST | TCP_ACK,
+        payload_len: 0,
+    };
+    let done = rewrite(ctx, seg, &answer).and_then(|()| finish(ctx, seg, scratch, 0));
+    if done.is_err() {
+        return TC_ACT_SHOT as i32;
+    }
+    aya_ebpf::bindings::tcx_action_base::TCX_NEXT
+}
+
+/// Rewrites the client's packet into the kernel's answer and sends it back.
+#[inline(always)]
+fn answer_client(
+    ctx: &TcContext,
+    seg: &Segment,
+    scratch: &mut Scratch,
+    answer: &Answer,
+    payload: Option<&[u8; fi_common::rule::ABORT_RESPONSE_LEN]>,
+    ifindex: u32,
+    direction: u32,
+) -> i32 {
+    let done = turn_around(ctx, seg)
+        .and_then(|()| rewrite(ctx, seg, answer))
+        .and_then(|()| match payload {
+            Some(bytes) => write_payload(ctx, seg, bytes, answer.payload_len),
+            None => Ok(()),
+        })
+        .and_then(|()| finish(ctx, seg, scratch, answer.payload_len));
+    if done.is_err() {
+        // Never let a half-rewritten packet go anywhere.
+        return TC_ACT_SHOT as i32;
+    }
+    send_back(ifindex, direction)
+}
+
+#[inline(always)]
+fn write_payload(
+    ctx: &TcContext,
+    seg: &Segment,
+    bytes: &[u8; fi_common::rule::ABORT_RESPONSE_LEN],
+    len: u32,
+) -> Result<(), i64> {
+    let len = len as usize;
+    if len == 0 || len > bytes.len() {
+        return Err(-1);
+    }
+    // SAFETY: `len` bytes of `bytes` are readable; the packet has room (rewrite made it).
+    let ret = unsafe {
+        aya_ebpf::helpers::bpf_skb_store_bytes(
+            ctx.skb.skb,
+            seg.l4_offset + 20,
+            bytes.as_ptr() as *const c_void,
+            len as u32,
+            0,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(ret) }
+}
