@@ -57,6 +57,7 @@ impl Injector {
     /// Creates the veth pair `<base>a`/`<base>b` (replacing a stale one left by a daemon
     /// that was killed) and an AF_PACKET socket to send on it.
     pub fn create(base: &str) -> io::Result<Self> {
+        sweep_stale();
         let send_side = format!("{base}a");
         let peer = format!("{base}b");
         let _ = ip(&["link", "del", &send_side]);
@@ -217,6 +218,26 @@ impl Drop for Injector {
             libc::close(self.raw6);
         }
         let _ = ip(&["link", "del", &self.send_side]);
+    }
+}
+
+/// Removes injector pairs of daemons that died without cleaning up (SIGKILL): a pair is
+/// named after its daemon's pid. Without programs they carry nothing; this is tidiness.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(crate::interfaces::INJECTOR_PREFIX)
+            .and_then(|rest| rest.strip_suffix('a'))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = ip(&["link", "del", &name]);
+        }
     }
 }
 

@@ -43,8 +43,13 @@ pub fn watch_line(r: &api::ObservedRequest) -> String {
     } else {
         ("---".to_owned(), "no response".to_owned())
     };
+    let fault = if r.fault.is_empty() {
+        String::new()
+    } else {
+        format!("  [fault {} by rule {}]", r.fault, r.rule_id)
+    };
     format!(
-        "{} {:<28} {:<7} {} {} {}",
+        "{} {:<28} {:<7} {} {} {}{fault}",
         time_of_day(r.start_unix_nanos),
         r.source_cgroup,
         r.method,
@@ -174,6 +179,8 @@ pub fn request_json(r: &api::ObservedRequest) -> serde_json::Value {
         "status": r.status,
         "latency_ns": r.latency_nanos,
         "index_on_connection": r.index_on_connection,
+        "fault": if r.fault.is_empty() { serde_json::Value::Null } else { r.fault.clone().into() },
+        "rule_id": r.rule_id,
     })
 }
 

@@ -526,8 +526,11 @@ impl Rules {
         Ok(())
     }
 
-    /// The kill switch. The kernel stops matching at the first write.
+    /// The kill switch: the kernel stops matching when the count drops to zero. Returns how many
+    /// rules were in effect (expired ones are moved to the finished list, not counted).
     pub fn stop_all(&mut self) -> Result<u32, RuleError> {
+        // Expiry first: it rewrites the slots and the count, which must end at zero.
+        self.expire()?;
         self.sink.set_count(0)?;
         let ids: Vec<u32> = self.active.keys().copied().collect();
         self.active.clear();

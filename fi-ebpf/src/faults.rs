@@ -1,9 +1,6 @@
 //! Choosing a rule for a request (or a SYN) and doing what it says.
 
-use core::{
-    ffi::c_void,
-    intrinsics::{AtomicOrdering, atomic_xadd, atomic_xsub},
-};
+use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -68,29 +65,42 @@ unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
     let Some(stats) = FI_RULE_STATS.get_ptr_mut(rule.id) else {
         return 0;
     };
-    // The BPF target has no core::sync::atomic types; these intrinsics compile to the
-    // BPF atomic fetch-add (cpu v3). The stats value lives in a map, 8-aligned, and every
-    // CPU updates it only through these.
-    // SAFETY: as above.
+    // SAFETY: the stats value lives in a map, 8-aligned; every CPU updates it only with
+    // atomic instructions.
     let (matched, injected) = unsafe { (&raw mut (*stats).matched, &raw mut (*stats).injected) };
-    // SAFETY: as above.
-    let occurrence =
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(matched, 1) } + 1;
+    let occurrence = fetch_add(matched, 1) + 1;
     // SAFETY: no arguments.
     let random = unsafe { bpf_get_prandom_u32() } % 1_000_000;
     if !gates_open(rule, occurrence, random) {
         return 0;
     }
-    // SAFETY: as above.
-    let before = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(injected, 1) };
+    let before = fetch_add(injected, 1);
     if rule.max_injections != 0 && before >= u64::from(rule.max_injections) {
         // Over budget: undo, so the counter stays exact.
-        // SAFETY: as above.
-        unsafe { atomic_xsub::<u64, u64, { AtomicOrdering::Relaxed }>(injected, 1) };
+        fetch_add(injected, u64::MAX);
         return 0;
     }
     c.winner = index as u32;
     1
+}
+
+/// Atomically adds `value` to `*counter` and returns the old value: the BPF
+/// `atomic_fetch_add` instruction (cpu v3). Written out because the BPF target has no
+/// atomic types, and LLVM lowers the core intrinsic to the add without fetch, whose
+/// register then holds the operand, not the old value.
+#[inline(always)]
+fn fetch_add(counter: *mut u64, value: u64) -> u64 {
+    let mut v = value;
+    // SAFETY: `counter` points to an 8-aligned u64 in a map value (the caller's lookup).
+    unsafe {
+        asm!(
+            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
+            v = inout(reg) v,
+            p = in(reg) counter,
+            options(nostack),
+        );
+    }
+    v
 }
 
 /// The rule that fires for this request or connection, with its slot, if any.

@@ -18,6 +18,8 @@ pub struct Daemon {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
+    /// The pid, kept after the child is reaped, to remove its injector if it was killed.
+    pid_for_cleanup: Option<u32>,
 }
 
 impl Daemon {
@@ -52,6 +54,7 @@ impl Daemon {
             .spawn()
             .expect("starting fi-daemon");
         let mut daemon = Self {
+            pid_for_cleanup: Some(child.id()),
             child: Some(child),
             socket,
             log,
@@ -173,6 +176,7 @@ impl Daemon {
 
     fn signal(&mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("daemon already stopped");
+        self.pid_for_cleanup = Some(child.id());
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(pid, signal) };
@@ -201,5 +205,9 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.socket);
+        // A daemon that was killed leaves its injector veth pair (named after its pid).
+        if let Some(pid) = self.pid_for_cleanup {
+            crate::process::ip_quiet(&["link", "del", &format!("fii{pid}a")]);
+        }
     }
 }

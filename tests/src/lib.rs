@@ -6,6 +6,7 @@
 //! Only addresses assigned inside namespaces made here are ever used, and no namespace has
 //! a default route: nothing a test sends can leave the machine.
 
+pub mod clients;
 pub mod daemon;
 pub mod kernel_view;
 pub mod net;

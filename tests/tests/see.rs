@@ -53,7 +53,10 @@ fn py(from: &Container, args: &[&str]) -> String {
 fn cgroup_of(lab: &Lab, c: &Container) -> String {
     format!(
         "/{}/{}",
-        lab.cgroup().file_name().expect("lab cgroup has a name").to_string_lossy(),
+        lab.cgroup()
+            .file_name()
+            .expect("lab cgroup has a name")
+            .to_string_lossy(),
         c.name
     )
 }

@@ -262,7 +262,7 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
                     header_name,
                     header_value,
                 }),
-                fault: Some(a.fault.clone()),
+                fault: Some(a.fault),
                 probability_ppm: a.percent.unwrap_or(0),
                 skip_first: a.skip.unwrap_or(0),
                 max_injections: a.max.unwrap_or(0),

@@ -69,6 +69,11 @@ pub fn request(r: &ObservedRequest) -> api::ObservedRequest {
         status,
         latency_nanos: latency,
         index_on_connection: r.index,
+        fault: r
+            .fault
+            .map(|(_, f)| f.name().to_owned())
+            .unwrap_or_default(),
+        rule_id: r.fault.map_or(0, |(id, _)| id),
     }
 }
 

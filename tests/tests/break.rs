@@ -1,0 +1,429 @@
+//! Issue "Break": every fault against three real clients, asserting what the client saw
+//! and what the server saw; per-request targeting; probability; isolation; expiry; the
+//! kill switch; and a daemon killed with SIGKILL.
+
+use std::time::{Duration, Instant};
+
+use fi_tests::{
+    Container, Daemon, Lab,
+    clients::{Client, Seen},
+    fixture,
+    net::Guard,
+};
+use serde_json::Value;
+
+const PORT: u16 = 8080;
+
+/// Two containers (A calls B) and a third (C) that is not targeted, with a daemon on
+/// their veths. Fields drop in order: server, daemon, containers, lab.
+struct Scene {
+    _server: Guard,
+    daemon: Daemon,
+    a: Container,
+    b: Container,
+    c: Container,
+    lab: Lab,
+}
+
+impl Scene {
+    fn new() -> Self {
+        let lab = Lab::new();
+        let a = lab.container("a", 1);
+        let b = lab.container("b", 2);
+        let c = lab.container("c", 3);
+        let ifaces = format!("--iface={},{},{}", a.host_veth, b.host_veth, c.host_veth);
+        let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &["--no-veths".to_owned(), ifaces]);
+        let server = b.http_server(PORT);
+        Self {
+            _server: server,
+            daemon,
+            a,
+            b,
+            c,
+            lab,
+        }
+    }
+
+    fn cgroup(&self, c: &Container) -> String {
+        let parent = self
+            .lab
+            .cgroup()
+            .file_name()
+            .expect("lab cgroup name")
+            .to_string_lossy()
+            .into_owned();
+        format!("/{parent}/{}", c.name)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}:{PORT}{path}", self.b.ipv4)
+    }
+
+    /// Requests the test server has seen (asked from inside B, over B's own loopback,
+    /// which fi does not touch).
+    fn server_count(&self) -> u64 {
+        let out = self.b.run(
+            "curl",
+            &["-s", "-m", "2", &format!("http://[::1]:{PORT}/__count")],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad /__count answer: {:?}", out))
+    }
+
+    /// `fictl --json rules add ...`; returns the rule's JSON.
+    fn add_rule(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--json", "rules", "add"];
+        full.extend_from_slice(args);
+        let (ok, out, err) = self.daemon.fictl(&full);
+        assert!(ok, "rules add {args:?} failed: {err}");
+        serde_json::from_str(&out).expect("rules add --json prints JSON")
+    }
+
+    fn rule(&self, id: &Value) -> Value {
+        let id = id.to_string();
+        let (ok, out, err) = self.daemon.fictl(&["--json", "rules", "get", &id]);
+        assert!(ok, "rules get failed: {err}");
+        serde_json::from_str(&out).expect("JSON")
+    }
+
+    fn stop(&self) {
+        let (ok, _, err) = self.daemon.fictl(&["stop"]);
+        assert!(ok, "stop failed: {err}");
+    }
+
+    /// After a case: a fresh connection without a matching rule works.
+    fn assert_clean(&self, client: Client) {
+        let (seen, _) = client.get(&self.a, &self.url("/clean"), Duration::from_secs(3));
+        assert_eq!(
+            seen,
+            Seen::Status(200),
+            "{}: a fresh request after the case",
+            client.name()
+        );
+    }
+}
+
+#[test]
+fn every_fault_against_three_clients() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let dst = s.b.ipv4.clone();
+    let port = PORT.to_string();
+    // (fault, what the client sees, whether the server sees the request)
+    let cases: [(&str, Seen, bool); 6] = [
+        ("timeout", Seen::Timeout, false),
+        ("reset", Seen::Reset, false),
+        ("refuse", Seen::Refused, false),
+        ("abort:503", Seen::Status(503), false),
+        ("response-lost", Seen::Reset, true),
+        ("delay:300ms", Seen::Status(200), true),
+    ];
+    let mut failures = Vec::new();
+    for (fault, expected, server_sees) in &cases {
+        for client in Client::ALL {
+            let path = format!("/m/{}/{}", fault.replace(':', "-"), client.name());
+            let mut args = vec![
+                "--fault",
+                fault,
+                "--container",
+                &a_cgroup,
+                "--dst",
+                &dst,
+                "--port",
+                &port,
+            ];
+            if *fault != "refuse" {
+                args.extend_from_slice(&["--path", &path]);
+            }
+            let rule = s.add_rule(&args);
+            let before = s.server_count();
+            let (seen, took) = client.get(&s.a, &s.url(&path), Duration::from_secs(2));
+            let after = s.server_count();
+            let delta = after - before;
+            let injected = s.rule(&rule["id"])["injected"].as_u64().unwrap_or(0);
+            s.stop();
+            let case = format!(
+                "{fault} / {}: saw {seen:?} in {took:?}, server +{delta}, injected {injected}",
+                client.name()
+            );
+            eprintln!("{case}");
+            if seen != *expected || delta != u64::from(*server_sees) || injected != 1 {
+                failures.push(case);
+            }
+            if *fault == "delay:300ms" && took < Duration::from_millis(300) {
+                failures.push(format!(
+                    "{fault} / {}: answered after {took:?}, before the delay",
+                    client.name()
+                ));
+            }
+            s.assert_clean(client);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "cases that went wrong:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn only_the_requests_that_carry_the_header_are_faulted_on_one_keep_alive_connection() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--header",
+        "x-fi-target=user-42",
+    ]);
+    let (ok, _, err) = s.daemon.fictl(&["target", "add", &a_cgroup]);
+    assert!(ok, "{err}");
+    let script = fixture("py_client.py");
+    let out = s.a.run(
+        "python3",
+        &[
+            script.to_str().expect("UTF-8"),
+            "seq",
+            &s.url("/user"),
+            "-",
+            "user-7",
+            "-",
+            "user-42",
+        ],
+    );
+    let statuses = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        statuses, "200 200 200 503",
+        "only the request with x-fi-target: user-42"
+    );
+    // All four went over one connection: the watch shows one client address.
+    let (ok, out, err) = s.daemon.fictl(&[
+        "--json", "watch", "--recent", "--count", "4", "--path", "/user",
+    ]);
+    assert!(ok, "{err}");
+    let seen: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let clients: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .map(|r| r["client"].as_str().expect("client"))
+        .collect();
+    assert_eq!(clients.len(), 1, "one keep-alive connection: {clients:?}");
+    assert_eq!(seen[3]["headers"]["x-fi-target"], "user-42");
+    assert_eq!(seen[3]["fault"], "abort");
+    assert!(seen[..3].iter().all(|r| r["fault"].is_null()), "{seen:#?}");
+}
+
+#[test]
+fn a_30_percent_rule_faults_a_share_of_1000_requests_within_bounds_and_no_one_else() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let rule = s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--path",
+        "/p/*",
+        "--percent",
+        "30",
+    ]);
+    let script = fixture("py_client.py");
+    let out = s.a.run(
+        "python3",
+        &[
+            script.to_str().expect("UTF-8"),
+            "many",
+            &s.url("/p/x"),
+            "1000",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |status: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{status} ")))
+            .map_or(0, |n| n.trim().parse().expect("count"))
+    };
+    let (ok, faulted) = (count("200"), count("503"));
+    assert_eq!(ok + faulted, 1000, "{text}");
+    // Binomial(1000, 0.3): mean 300, sd 14.5; +-5 sd.
+    assert!((228..=372).contains(&faulted), "{faulted} of 1000 faulted");
+    let r = s.rule(&rule["id"]);
+    assert_eq!(r["matched"], 1000);
+    assert_eq!(
+        r["injected"], faulted,
+        "the counter agrees with what the client saw"
+    );
+
+    // Another container, and a request of A the rule does not select: untouched.
+    let (seen, _) = Client::Curl.get(&s.c, &s.url("/p/x"), Duration::from_secs(3));
+    assert_eq!(seen, Seen::Status(200), "C is not the rule's container");
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/q/x"), Duration::from_secs(3));
+    assert_eq!(seen, Seen::Status(200), "another path");
+    assert_eq!(s.rule(&rule["id"])["matched"], 1000, "neither matched");
+}
+
+#[test]
+fn count_limits_skip_cap_and_pick_the_nth() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let run = |args: &[&str], path: &str| -> Vec<u16> {
+        let mut full = vec![
+            "--fault",
+            "abort:500",
+            "--container",
+            &a_cgroup,
+            "--path",
+            path,
+        ];
+        full.extend_from_slice(args);
+        s.add_rule(&full);
+        let seen: Vec<u16> = (0..5)
+            .map(|_| {
+                match Client::Curl
+                    .get(&s.a, &s.url(path), Duration::from_secs(3))
+                    .0
+                {
+                    Seen::Status(code) => code,
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+            .collect();
+        s.stop();
+        seen
+    };
+    assert_eq!(run(&["--max", "2"], "/max"), [500, 500, 200, 200, 200]);
+    assert_eq!(run(&["--skip", "2"], "/skip"), [200, 200, 500, 500, 500]);
+    assert_eq!(run(&["--nth", "3"], "/nth"), [200, 200, 500, 200, 200]);
+}
+
+#[test]
+fn an_expired_rule_stops_within_100ms_and_the_kill_switch_stops_everything() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let created = Instant::now();
+    let rule = s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--ttl",
+        "1s",
+    ]);
+    let mut last_fault = None;
+    let first_clean = loop {
+        let (seen, _) = Client::Curl.get(&s.a, &s.url("/ttl"), Duration::from_secs(3));
+        let now = Instant::now();
+        match seen {
+            Seen::Status(503) => last_fault = Some(now),
+            Seen::Status(200) => break now,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            now - created < Duration::from_secs(5),
+            "the rule never expired"
+        );
+    };
+    assert!(last_fault.is_some(), "the rule never fired");
+    let late = first_clean.saturating_duration_since(created + Duration::from_secs(1));
+    assert!(
+        late < Duration::from_millis(100),
+        "clean {late:?} after expiry"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.rule(&rule["id"])["state"] != "expired" {
+        assert!(
+            Instant::now() < deadline,
+            "the rule is not listed as expired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    for path in ["/k1", "/k2", "/k3"] {
+        s.add_rule(&[
+            "--fault",
+            "timeout",
+            "--container",
+            &a_cgroup,
+            "--path",
+            path,
+        ]);
+    }
+    let (ok, out, err) = s.daemon.fictl(&["--json", "stop"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).expect("JSON")["removed"],
+        3
+    );
+    for path in ["/k1", "/k2", "/k3"] {
+        let (seen, _) = Client::Curl.get(&s.a, &s.url(path), Duration::from_secs(2));
+        assert_eq!(seen, Seen::Status(200), "{path} after stop");
+    }
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_no_fault_in_effect() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    s.add_rule(&["--fault", "timeout", "--container", &a_cgroup]);
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/before"), Duration::from_millis(800));
+    assert_eq!(seen, Seen::Timeout, "the rule is in effect");
+    let Scene {
+        daemon,
+        a,
+        b,
+        _server,
+        c: _c,
+        lab: _lab,
+    } = s;
+    let status = daemon.kill();
+    assert!(!status.success());
+    let url = format!("http://{}:{PORT}/after", b.ipv4);
+    let (seen, _) = Client::Curl.get(&a, &url, Duration::from_secs(3));
+    assert_eq!(seen, Seen::Status(200), "no fault after the daemon died");
+}
+
+#[test]
+fn malformed_rules_are_refused_with_the_field_named_and_change_nothing() {
+    let s = Scene::new();
+    for (args, field) in [
+        (vec!["--fault", "abort:700"], "fault.status"),
+        (
+            vec!["--fault", "reset", "--dst", "10.0.0.300"],
+            "match.destination",
+        ),
+        (vec!["--fault", "reset", "--path", "no-slash"], "match.path"),
+        (vec!["--fault", "refuse", "--path", "/x"], "fault.kind"),
+        (
+            vec!["--fault", "reset", "--header", "x-unknown=1"],
+            "match.header_name",
+        ),
+        (
+            vec!["--fault", "reset", "--container", "/no/such"],
+            "match.container",
+        ),
+        (
+            vec!["--fault", "reset", "--method", "FETCH"],
+            "match.methods",
+        ),
+    ] {
+        let mut full = vec!["rules", "add"];
+        full.extend_from_slice(&args);
+        let (ok, _, err) = s.daemon.fictl(&full);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(
+            err.contains(field),
+            "{args:?}: the error names {field}: {err}"
+        );
+    }
+    let (ok, out, _) = s.daemon.fictl(&["--json", "rules", "ls"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/ok"), Duration::from_secs(3));
+    assert_eq!(seen, Seen::Status(200));
+}
