@@ -3,7 +3,7 @@
 use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
+    bindings::tcx_action_base::TCX_DROP,
     helpers::{bpf_get_prandom_u32, bpf_loop},
     programs::TcContext,
 };
@@ -170,6 +170,8 @@ pub struct Injected {
     pub verdict: i32,
     /// Abort: the status the client gets.
     pub status: u16,
+    /// Delay: how long to hold the request.
+    pub delay_ns: u64,
 }
 
 /// A parsed request head at the claimed hook: inject a fault if a rule says so.
@@ -201,7 +203,7 @@ pub fn on_request(
     let verdict = match fault {
         Fault::Blackhole => {
             flow.fault_state |= FAULT_DROP_CLIENT;
-            TC_ACT_SHOT as i32
+            TCX_DROP
         }
         Fault::Reset => {
             flow.fault_state |= FAULT_DROP_CLIENT;
@@ -216,9 +218,7 @@ pub fn on_request(
         Fault::Abort => {
             flow.fault_state |= FAULT_DROP_CLIENT;
             status = rule.abort_status;
-            let Some(response) = FI_RESPONSES.get(slot) else {
-                return None;
-            };
+            let response = FI_RESPONSES.get(slot)?;
             let answer = Answer {
                 seq: seg.ack,
                 ack: seg.seq.wrapping_add(seg.payload_len),
@@ -249,6 +249,7 @@ pub fn on_request(
         fault: rule.fault,
         verdict,
         status,
+        delay_ns: rule.delay_ns,
     })
 }
 
@@ -271,7 +272,7 @@ pub fn lose_response(
     };
     let done = rewrite(ctx, seg, &answer).and_then(|()| finish(ctx, seg, scratch, 0));
     if done.is_err() {
-        return TC_ACT_SHOT as i32;
+        return TCX_DROP;
     }
     aya_ebpf::bindings::tcx_action_base::TCX_NEXT
 }
@@ -296,7 +297,7 @@ fn answer_client(
         .and_then(|()| finish(ctx, seg, scratch, answer.payload_len));
     if done.is_err() {
         // Never let a half-rewritten packet go anywhere.
-        return TC_ACT_SHOT as i32;
+        return TCX_DROP;
     }
     send_back(ifindex, direction)
 }

@@ -4,7 +4,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, TC_ACT_SHOT, tcx_action_base::TCX_NEXT},
+    bindings::{
+        BPF_RB_FORCE_WAKEUP,
+        tcx_action_base::{TCX_DROP, TCX_NEXT},
+    },
     helpers::{bpf_ktime_get_ns, bpf_loop, bpf_redirect, bpf_skb_load_bytes},
     programs::TcContext,
 };
@@ -29,8 +32,8 @@ use fi_common::{
 use crate::{
     faults,
     maps::{
-        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_RULE_COUNT, FI_RULES, FI_SCRATCH,
-        FI_TARGETS, Scratch, bump,
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS,
+        Scratch, bump,
     },
     packet::{Segment, TCP_ACK, TCP_SYN, tcp_segment},
 };
@@ -44,11 +47,11 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         // A delayed request the daemon put back: let it go, once.
         ctx.skb.set_mark(0);
         bump(Counter::Reinjected, 1);
-        if let Some(segment) = tcp_segment(ctx) {
-            if let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key) {
-                // SAFETY: a pointer from a successful lookup, valid during this invocation.
-                unsafe { (*flow).fault_state &= !FAULT_HOLDING };
-            }
+        if let Some(segment) = tcp_segment(ctx)
+            && let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key)
+        {
+            // SAFETY: a pointer from a successful lookup, valid during this invocation.
+            unsafe { (*flow).fault_state &= !FAULT_HOLDING };
         }
         return TCX_NEXT;
     }
@@ -69,12 +72,12 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         }
         if flow.fault_state & FAULT_DROP_CLIENT != 0 {
             bump(Counter::FaultDrops, 1);
-            return TC_ACT_SHOT as i32;
+            return TCX_DROP;
         }
         if flow.fault_state & FAULT_HOLDING != 0 && seq_before(segment.seq, flow.hold_end) {
             // A retransmission of the held request: the original goes in later.
             bump(Counter::FaultDrops, 1);
-            return TC_ACT_SHOT as i32;
+            return TCX_DROP;
         }
         if segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && rules_loaded() {
             let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
@@ -110,7 +113,7 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         }
         if flow.fault_state & FAULT_DROP_SERVER != 0 {
             bump(Counter::FaultDrops, 1);
-            return TC_ACT_SHOT as i32;
+            return TCX_DROP;
         }
         if segment.payload_len > 0 && flow.next_response != flow.next_request {
             return on_response_bytes(ctx, flow, &segment, key, ifindex);
@@ -340,7 +343,15 @@ fn on_request_bytes(
                 report_response(scratch, flow, &segment.key, ifindex, index, now, 0, head);
             }
             if injected.fault == Fault::Delay as u8 {
-                return hold(ctx, flow, segment, index, direction, ifindex, now);
+                return hold(
+                    ctx,
+                    flow,
+                    segment,
+                    injected.delay_ns,
+                    direction,
+                    ifindex,
+                    now,
+                );
             }
             return injected.verdict;
         }
@@ -371,22 +382,15 @@ fn on_request_bytes(
 /// sends them back in through the injector at the release time. Retransmissions of it
 /// are dropped until then.
 #[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a flat hot path; a struct would be copied"
-)]
 fn hold(
     ctx: &TcContext,
     flow: &mut FlowState,
     segment: &Segment,
-    index: u32,
+    delay_ns: u64,
     direction: u32,
     ifindex: u32,
     now: u64,
 ) -> i32 {
-    let Some(rule) = flow_delay_rule(flow, index) else {
-        return TCX_NEXT;
-    };
     let len = ctx.len();
     if len as usize > HELD_PACKET_LEN {
         bump(Counter::FaultsSkipped, 1);
@@ -407,7 +411,7 @@ fn hold(
         flow,
         &segment.key,
     );
-    event.release_ns = now.saturating_add(rule);
+    event.release_ns = now.saturating_add(delay_ns);
     event.claim = claim(ifindex, direction);
     event.len = len;
     let n = len.min(HELD_PACKET_LEN as u32);
@@ -434,33 +438,10 @@ fn hold(
     // Out of the path, reported as sent (see INJECTOR_MAP): the injector discards it.
     let injector = FI_INJECTOR.get(0).copied().unwrap_or(0);
     if injector == 0 {
-        return TC_ACT_SHOT as i32;
+        return TCX_DROP;
     }
     // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
     unsafe { bpf_redirect(injector, 0) as i32 }
-}
-
-/// The delay of the rule that chose request `index` (the last chosen is the winner of
-/// this very request, found again by id in the rule array).
-#[inline(always)]
-fn flow_delay_rule(_flow: &FlowState, _index: u32) -> Option<u64> {
-    // SAFETY: the scratch map holds the event of the request being decided.
-    let scratch = unsafe { &*FI_SCRATCH.get_ptr(0)? };
-    let id = scratch.request_event.rule_id;
-    let count = FI_RULE_COUNT.get(0).copied().unwrap_or(0);
-    let mut slot = 0u32;
-    while slot < fi_common::rule::MAX_RULES {
-        if slot >= count {
-            return None;
-        }
-        if let Some(rule) = FI_RULES.get(slot) {
-            if rule.id == id {
-                return Some(rule.delay_ns);
-            }
-        }
-        slot += 1;
-    }
-    None
 }
 
 #[inline(always)]

@@ -19,7 +19,7 @@ mod packet;
 mod reply;
 
 use aya_ebpf::{
-    bindings::{BPF_F_INGRESS, TC_ACT_SHOT},
+    bindings::{BPF_F_INGRESS, tcx_action_base::TCX_DROP},
     helpers::bpf_redirect,
     macros::{classifier, sock_ops},
     programs::{SockOpsContext, TcContext},
@@ -55,7 +55,7 @@ pub fn fi_reinject(ctx: TcContext) -> i32 {
     let mark = unsafe { (*ctx.skb.skb).mark };
     if mark & INJECT_MARK_MASK != INJECT_MARK {
         // Nothing else belongs on this interface.
-        return TC_ACT_SHOT as i32;
+        return TCX_DROP;
     }
     let claim = mark & !INJECT_MARK_MASK;
     let flags = if claim & 1 == DIRECTION_INGRESS {

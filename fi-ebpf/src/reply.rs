@@ -5,7 +5,10 @@
 //! whether the receiver verifies them (CHECKSUM_NONE) or trusts a partial one.
 
 use aya_ebpf::{
-    bindings::{BPF_F_INGRESS, TC_ACT_REDIRECT},
+    bindings::{
+        BPF_F_INGRESS,
+        tcx_action_base::{TCX_DROP, TCX_REDIRECT},
+    },
     helpers::{bpf_csum_diff, bpf_redirect, bpf_skb_change_tail},
     programs::TcContext,
 };
@@ -139,7 +142,7 @@ pub fn finish(
     let tcp_len = 20 + payload_len;
     if !seg.ipv6 {
         let ihl = seg.l4_offset - ETH_HEADER_LEN;
-        if !(20..=60).contains(&ihl) || ihl % 4 != 0 {
+        if !(20..=60).contains(&ihl) || !ihl.is_multiple_of(4) {
             return Err(-1);
         }
         ctx.store(ip + 10, &0u16, 0)?;
@@ -210,11 +213,11 @@ pub fn send_back(ifindex: u32, direction: u32) -> i32 {
     };
     // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
     let ret = unsafe { bpf_redirect(ifindex, flags) };
-    if ret == i64::from(TC_ACT_REDIRECT) {
-        TC_ACT_REDIRECT as i32
+    if ret == i64::from(TCX_REDIRECT) {
+        TCX_REDIRECT
     } else {
         // A redirect that cannot be done: drop rather than let a rewritten packet reach
         // the server.
-        aya_ebpf::bindings::TC_ACT_SHOT as i32
+        TCX_DROP
     }
 }
