@@ -25,7 +25,8 @@ pub const HEADER_VALUE_LEN: usize = 64;
 pub const CAPTURE_SLOTS: usize = 4;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
-/// Requests (or responses) parsed from one packet at most (pipelining).
+/// Request (or response) heads parsed from one segment: the first. A pipelined head behind
+/// it in the same segment is not seen (see docs/FAULTS.md, limits).
 pub const MAX_HEADS_PER_PACKET: usize = 1;
 
 /// The target was longer than [`PATH_LEN`]; `path` holds its first bytes.

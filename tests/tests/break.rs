@@ -427,3 +427,42 @@ fn malformed_rules_are_refused_with_the_field_named_and_change_nothing() {
     let (seen, _) = Client::Curl.get(&s.a, &s.url("/ok"), Duration::from_secs(3));
     assert_eq!(seen, Seen::Status(200));
 }
+
+#[test]
+fn two_hundred_fifty_six_rules_at_once_and_the_higher_priority_wins() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    for i in 0..254 {
+        let path = format!("/other/{i}");
+        s.add_rule(&[
+            "--fault",
+            "reset",
+            "--container",
+            &a_cgroup,
+            "--path",
+            &path,
+        ]);
+    }
+    let low = s.add_rule(&["--fault", "abort:500", "--path", "/both"]);
+    let high = s.add_rule(&["--fault", "abort:503", "--path", "/both", "--priority", "5"]);
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/both"), Duration::from_secs(3));
+    assert_eq!(seen, Seen::Status(503), "the higher priority rule decides");
+    assert_eq!(s.rule(&high["id"])["injected"], 1);
+    assert_eq!(
+        s.rule(&low["id"])["matched"],
+        0,
+        "evaluation stops at the rule that fired"
+    );
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/other/253"), Duration::from_secs(3));
+    assert_eq!(seen, Seen::Reset, "the last of 256 rules is evaluated too");
+    let (ok, _, err) = s.daemon.fictl(&[
+        "rules",
+        "add",
+        "--fault",
+        "reset",
+        "--path",
+        "/one-too-many",
+    ]);
+    assert!(!ok, "a 257th rule was accepted");
+    assert!(err.contains("too many rules"), "{err}");
+}
