@@ -87,6 +87,14 @@ impl Client {
     }
 }
 
+/// A GET with curl that must get a response: its status, as text ("200").
+pub fn curl_status(from: &Container, url: &str) -> String {
+    match Client::Curl.get(from, url, Duration::from_secs(5)).0 {
+        Seen::Status(code) => code.to_string(),
+        other => panic!("curl {url} from {}: {other:?}", from.name),
+    }
+}
+
 fn parse_status(text: &str) -> Seen {
     text.trim()
         .parse()

@@ -36,26 +36,7 @@ fn assert_attached(a: &Container, b: &Container, lab: &Lab, attached: bool) {
 }
 
 fn curl(from: &Container, url: &str) -> String {
-    let out = from.run(
-        "curl",
-        &[
-            "-sS",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "curl {url} from {} failed: {}",
-        from.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    fi_tests::clients::curl_status(from, url)
 }
 
 #[test]

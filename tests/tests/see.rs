@@ -26,21 +26,7 @@ fn ok_stdout(container: &Container, program: &str, args: &[&str]) -> String {
 }
 
 fn curl(from: &Container, url: &str) -> String {
-    ok_stdout(
-        from,
-        "curl",
-        &[
-            "-sS",
-            "-g",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            url,
-        ],
-    )
+    fi_tests::clients::curl_status(from, url)
 }
 
 fn py(from: &Container, args: &[&str]) -> String {
