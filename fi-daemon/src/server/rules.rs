@@ -29,13 +29,9 @@ fn rule_error(err: RuleError) -> Status {
     let message = err.to_string();
     match err {
         RuleError::Invalid { .. } => Status::invalid_argument(message),
-        RuleError::Container(inner) => {
-            let status = super::convert::target_error(inner);
-            Status::new(
-                status.code(),
-                format!("match.container: {}", status.message()),
-            )
-        }
+        // A rule naming a container that does not resolve is a bad argument of that rule
+        // (the field is named), whatever the cgroup error was.
+        RuleError::Container(_) => Status::invalid_argument(message),
         RuleError::NotFound(_) => Status::not_found(message),
         RuleError::TooMany => Status::resource_exhausted(message),
         RuleError::Map(_) => Status::internal(message),
