@@ -4,7 +4,10 @@ use std::{io, path::Path};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint, Uri},
+};
 
 use crate::api::v1::{
     observe_service_client::ObserveServiceClient, rule_service_client::RuleServiceClient,
@@ -30,6 +33,8 @@ pub enum ConnectError {
         #[source]
         source: io::Error,
     },
+    #[error("the token is not valid ASCII text")]
+    BadToken,
     #[error("connecting to {path}: {source}")]
     Transport {
         path: String,
@@ -48,6 +53,68 @@ impl ConnectError {
                 path: shown,
                 source,
             },
+        }
+    }
+}
+
+/// Where the daemon is: its Unix socket, or a TCP address with a bearer token.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Unix(std::path::PathBuf),
+    Tcp { url: String, token: Option<String> },
+}
+
+impl From<&Path> for Target {
+    fn from(path: &Path) -> Self {
+        Target::Unix(path.to_owned())
+    }
+}
+
+impl From<&std::path::PathBuf> for Target {
+    fn from(path: &std::path::PathBuf) -> Self {
+        Target::Unix(path.clone())
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a token).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A connection to the daemon.
+pub type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Connects to the daemon, over its Unix socket or TCP.
+pub async fn connect_to(target: impl Into<Target>) -> Result<Connection, ConnectError> {
+    match target.into() {
+        Target::Unix(path) => Ok(InterceptedService::new(connect(&path).await?, Bearer(None))),
+        Target::Tcp { url, token } => {
+            let bearer = token
+                .map(|t| format!("Bearer {t}").parse())
+                .transpose()
+                .map_err(|_| ConnectError::BadToken)?;
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|source| ConnectError::Transport {
+                    path: url.clone(),
+                    source,
+                })?
+                .connect()
+                .await
+                .map_err(|source| ConnectError::Transport { path: url, source })?;
+            Ok(InterceptedService::new(channel, Bearer(bearer)))
         }
     }
 }
@@ -76,16 +143,20 @@ pub async fn connect(socket: &Path) -> Result<Channel, ConnectError> {
 }
 
 /// A client of the system service.
-pub async fn system(socket: &Path) -> Result<SystemServiceClient<Channel>, ConnectError> {
-    Ok(SystemServiceClient::new(connect(socket).await?))
+pub async fn system(
+    to: impl Into<Target>,
+) -> Result<SystemServiceClient<Connection>, ConnectError> {
+    Ok(SystemServiceClient::new(connect_to(to).await?))
 }
 
 /// A client of the observe service.
-pub async fn observe(socket: &Path) -> Result<ObserveServiceClient<Channel>, ConnectError> {
-    Ok(ObserveServiceClient::new(connect(socket).await?))
+pub async fn observe(
+    to: impl Into<Target>,
+) -> Result<ObserveServiceClient<Connection>, ConnectError> {
+    Ok(ObserveServiceClient::new(connect_to(to).await?))
 }
 
 /// A client of the rule service.
-pub async fn rules(socket: &Path) -> Result<RuleServiceClient<Channel>, ConnectError> {
-    Ok(RuleServiceClient::new(connect(socket).await?))
+pub async fn rules(to: impl Into<Target>) -> Result<RuleServiceClient<Connection>, ConnectError> {
+    Ok(RuleServiceClient::new(connect_to(to).await?))
 }

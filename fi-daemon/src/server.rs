@@ -40,6 +40,8 @@ pub enum ServerError {
     },
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("token file {path:?}: {reason}")]
+    Token { path: PathBuf, reason: String },
 }
 
 /// State shared by the services.
@@ -113,21 +115,126 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// A bearer token for the TCP listener.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// Shortest accepted token: long enough not to be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl Token {
+    /// Reads a token file: one word of at least [`MIN_TOKEN_LEN`] ASCII characters,
+    /// readable by its owner only (a token others can read protects nothing).
+    pub fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let err = |reason: String| ServerError::Token {
+            path: path.to_owned(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(err(format!(
+                "mode {mode:o} lets others read it; chmod 600 it"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let token = text.trim().to_owned();
+        if token.len() < MIN_TOKEN_LEN || token.contains(char::is_whitespace) || !token.is_ascii() {
+            return Err(err(format!(
+                "a token is one word of at least {MIN_TOKEN_LEN} ASCII characters"
+            )));
+        }
+        Ok(Self(token))
+    }
+
+    /// Compares in time independent of where the bytes differ.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The optional TCP listener.
+#[derive(Debug)]
+pub struct Tcp {
+    pub listener: tokio::net::TcpListener,
+    /// None only with the explicit insecure flag.
+    pub token: Option<Token>,
+}
+
+/// Every service, to serve on each listener.
+fn routes(daemon: &Arc<Daemon>) -> tonic::service::Routes {
+    tonic::service::Routes::new(SystemServiceServer::new(system::SystemApi::new(
+        Arc::clone(daemon),
+    )))
+    .add_service(ObserveServiceServer::new(observe::ObserveApi::new(
+        Arc::clone(daemon),
+    )))
+    .add_service(RuleServiceServer::new(rules::RuleApi::new(Arc::clone(
+        daemon,
+    ))))
+}
+
+/// Serves the API on the Unix socket, and on TCP if asked, until `shutdown` completes.
 pub async fn serve(
     daemon: Arc<Daemon>,
-    listener: UnixListener,
+    unix: UnixListener,
+    tcp: Option<Tcp>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    tonic::transport::Server::builder()
-        .add_service(SystemServiceServer::new(system::SystemApi::new(
-            Arc::clone(&daemon),
-        )))
-        .add_service(ObserveServiceServer::new(observe::ObserveApi::new(
-            Arc::clone(&daemon),
-        )))
-        .add_service(RuleServiceServer::new(rules::RuleApi::new(daemon)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let unix_server = tonic::transport::Server::builder()
+        .add_routes(routes(&daemon))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx.clone()));
+    let tcp_server = async {
+        let Some(tcp) = tcp else {
+            return Ok(());
+        };
+        let token = tcp.token;
+        let check = move |request: tonic::Request<()>| {
+            let Some(token) = &token else {
+                return Ok(request);
+            };
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            match presented {
+                Some(p) if token.matches(p) => Ok(request),
+                _ => Err(tonic::Status::unauthenticated(
+                    "missing or wrong bearer token (fictl --token-file)",
+                )),
+            }
+        };
+        tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(check))
+            .add_routes(routes(&daemon))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(tcp.listener),
+                stopped(stop_rx.clone()),
+            )
+            .await
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let (unix_result, tcp_result, ()) = tokio::join!(unix_server, tcp_server, signal);
+    unix_result?;
+    tcp_result?;
     Ok(())
 }

@@ -35,7 +35,7 @@ fn malformed(rng: &mut Rng) -> api::CreateRuleRequest {
                 .pick(&["", "10.77.0.2", "10.77.0.0/24", "fd77::/64"])
                 .to_owned(),
             port: [0u32, 80, 8080][(rng.next() % 3) as usize],
-            methods: if rng.next() % 2 == 0 {
+            methods: if rng.next().is_multiple_of(2) {
                 vec![]
             } else {
                 vec!["GET".into()]
@@ -165,4 +165,97 @@ fn the_socket_is_root_only() {
         daemon.socket()
     );
     assert_eq!(meta.uid(), 0, "owned by root");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+#[test]
+fn the_tcp_listener_needs_a_private_token_and_rejects_calls_without_it() {
+    let lab = Lab::new();
+    let dir = std::env::temp_dir().join(format!("fi-test-token-{}", lab.id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cr3t-t0ken-for-fi-tests\n").expect("token file");
+    let port = free_port();
+    let listen = format!("--listen=127.0.0.1:{port}");
+    let fi_daemon = fi_tests::process::bin_path("fi-daemon");
+    let socket = dir.join("refused.sock");
+
+    // No token: the daemon refuses to start.
+    let out = std::process::Command::new(&fi_daemon)
+        .args(["--no-veths", "--iface=", &listen, "--socket"])
+        .arg(&socket)
+        .arg("--cgroup")
+        .arg(lab.cgroup())
+        .output()
+        .expect("running fi-daemon");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("refusing to listen on TCP without --token-file")
+    );
+    // A token others can read: refused too.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = std::process::Command::new(&fi_daemon)
+        .args(["--no-veths", "--iface=", &listen, "--socket"])
+        .arg(&socket)
+        .arg("--cgroup")
+        .arg(lab.cgroup())
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()
+        .expect("running fi-daemon");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{out:?}"
+    );
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let token_arg = format!("--token-file={}", token_file.display());
+    let daemon = Daemon::start_with(
+        lab.id(),
+        lab.cgroup(),
+        &[
+            "--no-veths".into(),
+            "--iface=".into(),
+            listen.clone(),
+            token_arg,
+        ],
+    );
+    let addr = format!("http://127.0.0.1:{port}");
+    let fictl = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(fi_tests::process::bin_path("fictl"));
+        cmd.arg("--addr").arg(&addr).args(extra).arg("status");
+        cmd.output().expect("running fictl")
+    };
+    let without = fictl(&[]);
+    assert!(
+        !without.status.success(),
+        "a call without the token was served"
+    );
+    assert_eq!(
+        without.status.code(),
+        Some(77),
+        "exit code for permission errors"
+    );
+    assert!(String::from_utf8_lossy(&without.stderr).contains("bearer token"));
+    let wrong_file = dir.join("wrong");
+    std::fs::write(&wrong_file, "wrong-token-wrong-token").expect("file");
+    let wrong = fictl(&["--token-file", wrong_file.to_str().expect("UTF-8")]);
+    assert!(!wrong.status.success(), "a wrong token was accepted");
+    let with = fictl(&["--token-file", token_file.to_str().expect("UTF-8")]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(String::from_utf8_lossy(&with.stdout).contains("fi-daemon"));
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -63,6 +63,19 @@ struct Args {
     /// Unix socket of the control API (root only).
     #[arg(long, env = "FI_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+
+    /// Also serve the API on this TCP address (e.g. 127.0.0.1:7443). Requires
+    /// --token-file: whoever reaches the API can break every container's network.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+
+    /// Bearer token for --listen (one word, 16+ characters, file mode 600).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+
+    /// Serve --listen without a token. Anyone who can reach the port controls fi.
+    #[arg(long)]
+    insecure_no_token: bool,
 }
 
 #[tokio::main]
@@ -76,6 +89,24 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
+    // Bad flags fail here, before anything is loaded or attached.
+    let token = match (&args.listen, &args.token_file, args.insecure_no_token) {
+        (None, None, false) => None,
+        (None, _, _) => {
+            anyhow::bail!("--token-file and --insecure-no-token only make sense with --listen")
+        }
+        (Some(_), Some(path), false) => Some(server::Token::from_file(path)?),
+        (Some(_), None, true) => {
+            warn!("--insecure-no-token: anyone who can reach the TCP port controls every fault");
+            None
+        }
+        (Some(_), None, false) => anyhow::bail!(
+            "refusing to listen on TCP without --token-file (or --insecure-no-token, if you must)"
+        ),
+        (Some(_), Some(_), true) => {
+            anyhow::bail!("give --token-file or --insecure-no-token, not both")
+        }
+    };
     let capture = CaptureConfig::from_names(args.capture_headers.iter().map(String::as_str))
         .map_err(|e| {
             anyhow::anyhow!(
@@ -121,6 +152,16 @@ async fn main() -> anyhow::Result<()> {
     let delays = delay::start(injector)?;
 
     let listener = server::bind_unix(&args.socket)?;
+    let tcp = match args.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            info!(%addr, authenticated = token.is_some(), "TCP listener");
+            Some(server::Tcp { listener, token })
+        }
+        None => None,
+    };
     let daemon = Arc::new(Daemon::new(
         dataplane,
         targets,
@@ -139,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(interfaces::follow(Arc::clone(&daemon), events, policy));
     }
     info!(socket = %args.socket.display(), "ready");
-    let result = server::serve(Arc::clone(&daemon), listener, shutdown_signal()).await;
+    let result = server::serve(Arc::clone(&daemon), listener, tcp, shutdown_signal()).await;
 
     // Detach everything before saying goodbye, and leave no socket behind.
     pump.abort();

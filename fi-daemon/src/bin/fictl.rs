@@ -18,6 +18,14 @@ struct Cli {
     #[arg(long, global = true, env = "FI_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
 
+    /// Reach the daemon over TCP instead (its --listen address), e.g. http://10.0.0.5:7443.
+    #[arg(long, global = true, env = "FI_ADDR", value_name = "URL")]
+    addr: Option<String>,
+
+    /// File holding the bearer token of the daemon's TCP listener.
+    #[arg(long, global = true, env = "FI_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -182,6 +190,28 @@ async fn main() -> ExitCode {
     }
 }
 
+impl Cli {
+    /// Where the daemon is: `--addr` (with `--token-file`) or the Unix socket.
+    fn target(&self) -> anyhow::Result<client::Target> {
+        let Some(url) = &self.addr else {
+            return Ok(client::Target::Unix(self.socket.clone()));
+        };
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading --token-file {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(client::Target::Tcp {
+            url: url.clone(),
+            token,
+        })
+    }
+}
+
 async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Status => status(cli).await,
@@ -206,7 +236,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Graph { format } => graph(cli, *format).await,
         Command::Rules(cmd) => rules(cli, cmd).await,
         Command::Stop => {
-            let mut client = client::rules(&cli.socket).await?;
+            let mut client = client::rules(cli.target()?).await?;
             let removed = client
                 .stop_all(api::StopAllRequest {})
                 .await?
@@ -247,7 +277,7 @@ fn rule_json(r: &api::Rule) -> serde_json::Value {
 }
 
 async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
-    let mut client = client::rules(&cli.socket).await?;
+    let mut client = client::rules(cli.target()?).await?;
     match cmd {
         RulesCommand::Add(a) => {
             let (header_name, header_value) = a.header.clone().unwrap_or_default();
@@ -335,7 +365,7 @@ fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 async fn status(cli: &Cli) -> anyhow::Result<()> {
-    let mut system = client::system(&cli.socket).await?;
+    let mut system = client::system(cli.target()?).await?;
     let status = system
         .get_status(api::GetStatusRequest {})
         .await?
@@ -384,7 +414,7 @@ fn target_json(t: &api::Target) -> serde_json::Value {
 }
 
 async fn target(cli: &Cli, cmd: &TargetCommand) -> anyhow::Result<()> {
-    let mut observe = client::observe(&cli.socket).await?;
+    let mut observe = client::observe(cli.target()?).await?;
     match cmd {
         TargetCommand::Add { container } => {
             let t = observe
@@ -432,7 +462,7 @@ async fn watch(
     request: api::WatchRequestsRequest,
     count: Option<u64>,
 ) -> anyhow::Result<()> {
-    let mut observe = client::observe(&cli.socket).await?;
+    let mut observe = client::observe(cli.target()?).await?;
     let mut stream = observe.watch_requests(request).await?.into_inner();
     let mut seen = 0u64;
     if count == Some(0) {
@@ -453,7 +483,7 @@ async fn watch(
 }
 
 async fn graph(cli: &Cli, format: GraphFormat) -> anyhow::Result<()> {
-    let mut observe = client::observe(&cli.socket).await?;
+    let mut observe = client::observe(cli.target()?).await?;
     let g = observe
         .get_call_graph(api::GetCallGraphRequest {})
         .await?
