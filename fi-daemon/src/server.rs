@@ -193,12 +193,15 @@ pub async fn serve(
     tcp: Option<Tcp>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    // The standard gRPC health service (grpc.health.v1), for probes and load balancers:
+    // the overall status ("") is SERVING while the daemon serves.
+    let (_reporter, health) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let unix_server = tonic::transport::Server::builder()
-        .add_routes(routes(&daemon))
+        .add_routes(routes(&daemon).add_service(health.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx.clone()));
     let tcp_server = async {
         let Some(tcp) = tcp else {
@@ -222,7 +225,7 @@ pub async fn serve(
         };
         tonic::transport::Server::builder()
             .layer(tonic::service::InterceptorLayer::new(check))
-            .add_routes(routes(&daemon))
+            .add_routes(routes(&daemon).add_service(health.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(tcp.listener),
                 stopped(stop_rx.clone()),

@@ -259,3 +259,52 @@ fn the_tcp_listener_needs_a_private_token_and_rejects_calls_without_it() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_loads_attaches_reports_and_leaves_nothing_behind() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let out = std::process::Command::new(fi_tests::process::bin_path("fi-daemon"))
+        .args(["--check", "--no-veths", &format!("--iface={}", a.host_veth)])
+        .arg("--cgroup")
+        .arg(lab.cgroup())
+        .arg("--socket")
+        .arg(std::env::temp_dir().join(format!("fi-test-{}-check.sock", lab.id())))
+        .output()
+        .expect("running fi-daemon --check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("fi-daemon --check: ok"), "{stdout}");
+    assert!(stdout.contains(&a.host_veth), "{stdout}");
+    use aya::programs::TcAttachType;
+    assert!(fi_tests::kernel_view::tcx_programs(&a.host_veth, TcAttachType::Egress).is_empty());
+    assert!(fi_tests::kernel_view::cgroup_programs(lab.cgroup()).is_empty());
+}
+
+#[test]
+fn the_standard_health_service_answers_serving() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(lab.id(), &[], lab.cgroup());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let channel = client::connect(daemon.socket()).await.expect("connect");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check");
+        assert_eq!(
+            answer.get_ref().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+}

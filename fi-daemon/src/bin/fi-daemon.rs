@@ -76,6 +76,11 @@ struct Args {
     /// Serve --listen without a token. Anyone who can reach the port controls fi.
     #[arg(long)]
     insecure_no_token: bool,
+
+    /// Check that this machine can run fi (load and verify the programs, attach them to
+    /// the interfaces and cgroup given, read the maps), report, detach, and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[tokio::main]
@@ -123,6 +128,23 @@ async fn main() -> anyhow::Result<()> {
     let cgroup = cgroup_fs::resolve_in(&mount, &args.cgroup)?;
     dataplane.attach_cgroup(&cgroup)?;
     info!(cgroup = %cgroup.display(), "attached sock_ops");
+    if args.check {
+        let counters = dataplane.counters()?;
+        println!("fi-daemon --check: ok");
+        println!(
+            "  kernel      {}",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        );
+        println!("  cgroup2     {}", mount.display());
+        for a in dataplane.attachments() {
+            println!("  attached    {:?} {} ({})", a.hook, a.target, a.program);
+        }
+        println!("  maps        readable ({} counters)", counters.len());
+        println!("  detaching: the check leaves nothing behind");
+        return Ok(());
+    }
 
     let mut targets = Targets::new(mount.clone(), Box::new(dataplane.take_targets_map()?));
     for spec in &args.targets {

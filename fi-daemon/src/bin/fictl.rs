@@ -68,6 +68,11 @@ enum Command {
     Rules(RulesCommand),
     /// The kill switch: remove every rule at once.
     Stop,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show the call graph: which container calls which destination, how often, how it went.
     Graph {
         /// Output format (--json is the same as --format json).
@@ -234,6 +239,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             watch(cli, request, *count).await
         }
         Command::Graph { format } => graph(cli, *format).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(*shell, &mut Cli::command(), "fictl", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Rules(cmd) => rules(cli, cmd).await,
         Command::Stop => {
             let mut client = client::rules(cli.target()?).await?;
