@@ -25,8 +25,8 @@ pub const HEADER_VALUE_LEN: usize = 64;
 pub const CAPTURE_SLOTS: usize = 4;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
-/// Request (or response) heads parsed from one segment: the first. A pipelined head behind
-/// it in the same segment is not seen (see docs/FAULTS.md, limits).
+/// Heads parsed by the main TC programs from one segment: the first; pipelined heads
+/// behind it are parsed by the followers programs (see [`RequestFollowers`]).
 pub const MAX_HEADS_PER_PACKET: usize = 1;
 
 /// The target was longer than [`PATH_LEN`]; `path` holds its first bytes.
@@ -496,13 +496,16 @@ impl HeadState {
     fn match_name_byte(&mut self, b: u8, config: &CaptureConfig) {
         let lower = b.to_ascii_lowercase();
         let i = self.name_len as usize;
+        // The byte is read through the mask before the bound is tested: if the test came
+        // first, LLVM would drop the mask as redundant and the verifier, which does not
+        // relate the two, would see an unbounded offset.
+        let masked = i & (HEADER_NAME_LEN - 1);
         let mut slot = 0;
         while slot < CAPTURE_SLOTS {
             let bit = 1u8 << slot;
+            let expected = config.names[slot][masked];
             if self.candidates & bit != 0
-                && (i >= HEADER_NAME_LEN
-                    || i >= config.lens[slot] as usize
-                    || config.names[slot][i & (HEADER_NAME_LEN - 1)] != lower)
+                && (i >= HEADER_NAME_LEN || i >= config.lens[slot] as usize || expected != lower)
             {
                 self.candidates &= !bit;
             }
@@ -784,6 +787,262 @@ impl ResponseParser {
     }
 }
 
+/// Heads kept from one segment after its first (pipelining).
+pub const FOLLOWERS: usize = 3;
+
+const FS_START: u8 = 0;
+const FS_HEAD: u8 = 1;
+const FS_BODY: u8 = 2;
+const FS_STOP: u8 = 3;
+
+/// The method whose token is packed big-endian in `word` (at most 7 letters).
+#[inline(always)]
+fn method_of_word(word: u64) -> Option<Method> {
+    const fn pack(s: &[u8]) -> u64 {
+        let mut w = 0u64;
+        let mut i = 0;
+        while i < s.len() {
+            w = (w << 8) | s[i] as u64;
+            i += 1;
+        }
+        w
+    }
+    let m = match word {
+        w if w == pack(b"GET") => Method::Get,
+        w if w == pack(b"HEAD") => Method::Head,
+        w if w == pack(b"POST") => Method::Post,
+        w if w == pack(b"PUT") => Method::Put,
+        w if w == pack(b"DELETE") => Method::Delete,
+        w if w == pack(b"CONNECT") => Method::Connect,
+        w if w == pack(b"OPTIONS") => Method::Options,
+        w if w == pack(b"TRACE") => Method::Trace,
+        w if w == pack(b"PATCH") => Method::Patch,
+        _ => return None,
+    };
+    Some(m)
+}
+
+/// Parses the request heads that follow the first one in a segment (pipelining): method,
+/// head, body skipped by its Content-Length, and again, up to [`FOLLOWERS`] heads. They
+/// are observed only: rules apply to the first head of a segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestFollowers {
+    pub state: u8,
+    /// Heads completed, in `heads`.
+    pub count: u8,
+    pub method_len: u8,
+    pub _pad: u8,
+    /// Body bytes still to skip.
+    pub body_left: u32,
+    /// The method token so far, packed big-endian.
+    pub method_word: u64,
+    /// Bytes stepped over.
+    pub consumed: u32,
+    pub _pad1: u32,
+    pub parser: RequestParser,
+    pub heads: [RequestHead; FOLLOWERS],
+}
+
+impl RequestFollowers {
+    /// Ready for the bytes after the first message, in place (too large to build by value
+    /// on the BPF stack).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.state = FS_START;
+        self.count = 0;
+        self.method_len = 0;
+        self.body_left = 0;
+        self.method_word = 0;
+        self.consumed = 0;
+    }
+
+    /// Where the body being skipped ends, relative to where the followers started, if the
+    /// bytes ran out inside one.
+    pub fn body_end(&self) -> Option<u32> {
+        (self.state == FS_BODY).then(|| self.consumed.saturating_add(self.body_left))
+    }
+
+    /// Consumes one byte; false when nothing more can be parsed.
+    #[inline(always)]
+    pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
+        self.consumed = self.consumed.wrapping_add(1);
+        match self.state {
+            FS_START => {
+                if b == b' ' && self.method_len > 0 {
+                    match method_of_word(self.method_word) {
+                        Some(method) => {
+                            self.parser.reset(method, self.method_len as usize + 1);
+                            self.state = FS_HEAD;
+                        }
+                        None => self.state = FS_STOP,
+                    }
+                } else if b.is_ascii_uppercase() && self.method_len < 7 {
+                    self.method_word = (self.method_word << 8) | u64::from(b);
+                    self.method_len += 1;
+                } else {
+                    self.state = FS_STOP;
+                }
+            }
+            FS_HEAD => {
+                if self.parser.step(b, config) {
+                    return true;
+                }
+                if !self.parser.head.is_done() {
+                    self.state = FS_STOP;
+                    return false;
+                }
+                let slot = self.count as usize;
+                if slot < FOLLOWERS {
+                    // SAFETY: distinct fields: they never overlap. An explicit copy
+                    // keeps LLVM from staging 472 bytes on the BPF stack.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(&self.parser.out, &mut self.heads[slot], 1)
+                    };
+                    self.count += 1;
+                }
+                let body = self
+                    .parser
+                    .out
+                    .message_len()
+                    .map(|m| m - self.parser.out.head_len);
+                match body {
+                    Some(0) if (self.count as usize) < FOLLOWERS => self.start_next(),
+                    Some(n) => {
+                        self.body_left = n;
+                        self.state = FS_BODY;
+                        if self.count as usize >= FOLLOWERS {
+                            return false;
+                        }
+                    }
+                    None => self.state = FS_STOP,
+                }
+            }
+            FS_BODY => {
+                self.body_left = self.body_left.saturating_sub(1);
+                if self.body_left == 0 {
+                    self.start_next();
+                }
+            }
+            _ => {}
+        }
+        self.state != FS_STOP
+    }
+
+    #[inline(always)]
+    fn start_next(&mut self) {
+        self.state = FS_START;
+        self.method_len = 0;
+        self.method_word = 0;
+    }
+}
+
+/// The response heads that follow the first one in a segment, like
+/// [`RequestFollowers`]. `methods[i]` is the method of the request the i-th one answers
+/// (a HEAD response has no body).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseFollowers {
+    pub state: u8,
+    pub count: u8,
+    pub prefix_len: u8,
+    pub _pad: u8,
+    pub body_left: u32,
+    pub consumed: u32,
+    pub _pad1: u32,
+    pub prefix: [u8; 12],
+    pub methods: [u8; FOLLOWERS],
+    pub _pad2: u8,
+    pub parser: ResponseParser,
+    pub heads: [ResponseHead; FOLLOWERS],
+}
+
+impl ResponseFollowers {
+    #[inline(always)]
+    pub fn reset(&mut self, methods: [u8; FOLLOWERS]) {
+        self.state = FS_START;
+        self.count = 0;
+        self.prefix_len = 0;
+        self.body_left = 0;
+        self.consumed = 0;
+        self.methods = methods;
+    }
+
+    pub fn body_end(&self) -> Option<u32> {
+        (self.state == FS_BODY).then(|| self.consumed.saturating_add(self.body_left))
+    }
+
+    #[inline(always)]
+    pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
+        self.consumed = self.consumed.wrapping_add(1);
+        match self.state {
+            FS_START => {
+                let i = self.prefix_len as usize;
+                if i < 12 {
+                    self.prefix[i] = b;
+                    self.prefix_len += 1;
+                }
+                if self.prefix_len == 12 {
+                    match status_prefix(&self.prefix) {
+                        Some((status, minor)) => {
+                            self.parser = ResponseParser::new(status, minor);
+                            self.state = FS_HEAD;
+                        }
+                        None => self.state = FS_STOP,
+                    }
+                }
+            }
+            FS_HEAD => {
+                if self.parser.step(b, config) {
+                    return true;
+                }
+                if !self.parser.head.is_done() {
+                    self.state = FS_STOP;
+                    return false;
+                }
+                let slot = self.count as usize;
+                let method = if slot < FOLLOWERS {
+                    self.methods[slot]
+                } else {
+                    0
+                };
+                if slot < FOLLOWERS {
+                    self.heads[slot] = self.parser.out;
+                    self.count += 1;
+                }
+                let body = self
+                    .parser
+                    .out
+                    .message_len(method)
+                    .map(|m| m - self.parser.out.head_len);
+                match body {
+                    Some(0) if (self.count as usize) < FOLLOWERS => {
+                        self.state = FS_START;
+                        self.prefix_len = 0;
+                    }
+                    Some(n) => {
+                        self.body_left = n;
+                        self.state = FS_BODY;
+                        if self.count as usize >= FOLLOWERS {
+                            return false;
+                        }
+                    }
+                    None => self.state = FS_STOP,
+                }
+            }
+            FS_BODY => {
+                self.body_left = self.body_left.saturating_sub(1);
+                if self.body_left == 0 {
+                    self.state = FS_START;
+                    self.prefix_len = 0;
+                }
+            }
+            _ => {}
+        }
+        self.state != FS_STOP
+    }
+}
+
 /// Why bytes are not a request or response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
@@ -838,6 +1097,31 @@ pub fn parse_response(bytes: &[u8], config: &CaptureConfig) -> Result<ResponseHe
         return Err(ParseError::Invalid);
     }
     Ok(parser.out)
+}
+
+/// The request heads after the first message of `bytes`, and where a body that runs past
+/// them ends (the host side of what the kernel does with [`RequestFollowers`]).
+#[cfg(not(target_arch = "bpf"))]
+pub fn parse_followers(bytes: &[u8], config: &CaptureConfig) -> (Vec<RequestHead>, Option<u32>) {
+    let mut f = RequestFollowers {
+        state: FS_START,
+        count: 0,
+        method_len: 0,
+        _pad: 0,
+        body_left: 0,
+        method_word: 0,
+        consumed: 0,
+        _pad1: 0,
+        parser: RequestParser::new(Method::Get, 4),
+        heads: [RequestHead::EMPTY; FOLLOWERS],
+    };
+    f.reset();
+    for &b in bytes {
+        if !f.step(b, config) {
+            break;
+        }
+    }
+    (f.heads[..f.count as usize].to_vec(), f.body_end())
 }
 
 #[cfg(test)]

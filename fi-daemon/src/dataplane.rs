@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         CgroupAttachMode, LinkOrder, ProgramError, SchedClassifier, SockOps, TcAttachType,
         tc::TcAttachOptions,
@@ -33,7 +33,17 @@ pub mod program {
     pub const TC_INGRESS: &str = "fi_tc_ingress";
     pub const SOCK_OPS: &str = "fi_sockops";
     pub const REINJECT: &str = "fi_reinject";
+    /// Tail-called by the TC programs for pipelined heads; never attached.
+    pub const REQUEST_FOLLOWERS: &str = "fi_req_followers";
+    pub const RESPONSE_FOLLOWERS: &str = "fi_resp_followers";
 }
+
+/// The program array of the tail calls, and its slots (as in fi-ebpf's maps.rs).
+const JUMP_MAP: &str = "FI_JUMP";
+const JUMP_SLOTS: [(u32, &str); 2] = [
+    (0, program::REQUEST_FOLLOWERS),
+    (1, program::RESPONSE_FOLLOWERS),
+];
 
 /// Failures of loading or attaching fi's programs.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +118,7 @@ pub struct Attachment {
 pub struct DataPlane {
     // Owns the programs and their links: dropping it detaches everything.
     ebpf: Ebpf,
+    _jump: ProgramArray<MapData>,
     counters: PerCpuArray<MapData, u64>,
     attachments: Vec<Attachment>,
     loaded_at: Instant,
@@ -138,7 +149,13 @@ impl DataPlane {
             .try_into()
             .map_err(map_err(CAPTURE_MAP))?;
         config.set(0, capture, 0).map_err(map_err(CAPTURE_MAP))?;
-        for name in [program::TC_EGRESS, program::TC_INGRESS, program::REINJECT] {
+        for name in [
+            program::TC_EGRESS,
+            program::TC_INGRESS,
+            program::REINJECT,
+            program::REQUEST_FOLLOWERS,
+            program::RESPONSE_FOLLOWERS,
+        ] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DataPlaneError::LoadProgram {
@@ -154,6 +171,29 @@ impl DataPlane {
                 source: Box::new(source),
             })?;
 
+        // The tail calls. The handle is kept: the kernel empties a program array when user
+        // space lets go of it.
+        let jump_map = ebpf
+            .take_map(JUMP_MAP)
+            .ok_or(DataPlaneError::MissingMap { name: JUMP_MAP })?;
+        let mut jump = ProgramArray::try_from(jump_map).map_err(|source| DataPlaneError::Map {
+            name: JUMP_MAP,
+            source,
+        })?;
+        for (slot, name) in JUMP_SLOTS {
+            let fd = classifier(&mut ebpf, name)?.fd().map_err(|source| {
+                DataPlaneError::LoadProgram {
+                    name,
+                    source: Box::new(source),
+                }
+            })?;
+            jump.set(slot, fd, 0)
+                .map_err(|source| DataPlaneError::Map {
+                    name: JUMP_MAP,
+                    source,
+                })?;
+        }
+
         let map = ebpf
             .take_map(COUNTERS_MAP)
             .ok_or(DataPlaneError::MissingMap { name: COUNTERS_MAP })?;
@@ -163,6 +203,7 @@ impl DataPlane {
         })?;
         Ok(Self {
             ebpf,
+            _jump: jump,
             counters,
             attachments: Vec::new(),
             loaded_at: Instant::now(),

@@ -23,8 +23,8 @@ use fi_common::{
         seq_before,
     },
     http::{
-        CaptureConfig, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN, method_prefix,
-        status_prefix,
+        CaptureConfig, FOLLOWERS, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN,
+        method_prefix, status_prefix,
     },
     rule::Fault,
 };
@@ -32,8 +32,8 @@ use fi_common::{
 use crate::{
     faults,
     maps::{
-        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS,
-        Scratch, bump,
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH,
+        FI_TARGETS, JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump,
     },
     packet::{Segment, TCP_ACK, TCP_SYN, tcp_segment},
 };
@@ -375,6 +375,20 @@ fn on_request_bytes(
         }
         round += 1;
     }
+    // More messages in this segment (pipelining): the followers program parses them.
+    if offset < len {
+        hand_over(
+            scratch,
+            &segment.key,
+            segment.seq,
+            offset,
+            len,
+            ifindex,
+            watched,
+        );
+        // SAFETY: a tail call with our own context; on success it does not return.
+        unsafe { FI_JUMP.tail_call(ctx, JUMP_REQUEST_FOLLOWERS) };
+    }
     TCX_NEXT
 }
 
@@ -549,6 +563,200 @@ fn on_response_bytes(
             return TCX_NEXT;
         }
         round += 1;
+    }
+    if offset < len && flow.next_response != flow.next_request {
+        hand_over(scratch, key, segment.seq, offset, len, ifindex, true);
+        // SAFETY: as for requests.
+        unsafe { FI_JUMP.tail_call(ctx, JUMP_RESPONSE_FOLLOWERS) };
+    }
+    TCX_NEXT
+}
+
+/// Writes what a followers program needs into the scratch map, field by field.
+#[inline(always)]
+fn hand_over(
+    scratch: &mut Scratch,
+    key: &FlowKey,
+    seq: u32,
+    offset: u32,
+    len: u32,
+    ifindex: u32,
+    watched: bool,
+) {
+    let tail: &mut Tail = &mut scratch.tail;
+    // SAFETY: distinct memory (a stack or map key, and the scratch map).
+    unsafe { core::ptr::copy_nonoverlapping(key, &mut tail.key, 1) };
+    tail.seq = seq;
+    tail.offset = offset;
+    tail.len = len;
+    tail.ifindex = ifindex;
+    tail.watched = u32::from(watched);
+}
+
+/// One byte of the pipelined request heads behind the first of a segment.
+unsafe extern "C" fn request_follower_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the LoopCtx that run_loop passed to bpf_loop.
+    let c = unsafe { &mut *(ctx as *mut LoopCtx) };
+    // SAFETY: both point into map values that outlive the loop.
+    let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
+    let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    if scratch.request_followers.step(b, config) {
+        0
+    } else {
+        1
+    }
+}
+
+/// One byte of the pipelined response heads behind the first of a segment.
+unsafe extern "C" fn response_follower_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in request_follower_step.
+    let c = unsafe { &mut *(ctx as *mut LoopCtx) };
+    // SAFETY: as in request_follower_step.
+    let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
+    let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    if scratch.response_followers.step(b, config) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The followers program for requests (tail-called by the main programs): parses the
+/// request heads behind the first of the segment, records and reports them. Observed
+/// only: faults apply to the first head of a segment.
+#[inline(always)]
+pub fn request_followers() -> i32 {
+    let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: pointers from successful lookups, valid during this invocation.
+    let (scratch, config) = unsafe { (&mut *scratch, &*config) };
+    let Some(flow) = FI_FLOWS.get_ptr_mut(&scratch.tail.key) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: as above.
+    let flow = unsafe { &mut *flow };
+    let (offset, len) = (scratch.tail.offset, scratch.tail.len);
+    if offset >= len || len > SCAN_LEN as u32 {
+        return TCX_NEXT;
+    }
+    scratch.request_followers.reset();
+    run_loop(request_follower_step, scratch, config, offset, len - offset);
+    // SAFETY: no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let count = scratch.request_followers.count as usize;
+    let mut i = 0;
+    while i < FOLLOWERS && i < count {
+        let index = flow.next_request;
+        flow.pending_ts[index as usize % PENDING] = now;
+        flow.pending_method[index as usize % PENDING] = scratch.request_followers.heads[i].method;
+        flow.next_request = index.wrapping_add(1);
+        if scratch.tail.watched != 0 {
+            report_follower(scratch, flow, index, now, i);
+        }
+        i += 1;
+    }
+    if let Some(end) = scratch.request_followers.body_end() {
+        flow.request_body_end = scratch.tail.seq.wrapping_add(offset).wrapping_add(end);
+        flow.skip |= SKIP_REQUEST_BODY;
+    }
+    TCX_NEXT
+}
+
+#[inline(always)]
+fn report_follower(scratch: &mut Scratch, flow: &FlowState, index: u32, now: u64, i: usize) {
+    bump(Counter::Requests, 1);
+    let ifindex = scratch.tail.ifindex;
+    let event = &mut scratch.request_event;
+    fill_header(
+        &mut event.header,
+        EVENT_REQUEST,
+        ifindex,
+        now,
+        flow,
+        &scratch.tail.key,
+    );
+    event.index = index;
+    event.rule_id = 0;
+    event.fault = 0;
+    event._pad = [0; 7];
+    let head = match i {
+        0 => &scratch.request_followers.heads[0],
+        1 => &scratch.request_followers.heads[1],
+        _ => &scratch.request_followers.heads[2],
+    };
+    // SAFETY: distinct fields of the same map value; an explicit copy keeps the 472 bytes
+    // off the BPF stack.
+    unsafe { core::ptr::copy_nonoverlapping(head, &mut event.head, 1) };
+    if FI_EVENTS.output::<RequestEvent>(&*event, 0).is_err() {
+        bump(Counter::EventsLost, 1);
+    }
+}
+
+/// The followers program for responses: pairs the response heads behind the first of the
+/// segment with the pending requests, in order.
+#[inline(always)]
+pub fn response_followers() -> i32 {
+    let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: pointers from successful lookups, valid during this invocation.
+    let (scratch, config) = unsafe { (&mut *scratch, &*config) };
+    let Some(flow) = FI_FLOWS.get_ptr_mut(&scratch.tail.key) else {
+        return TCX_NEXT;
+    };
+    // SAFETY: as above.
+    let flow = unsafe { &mut *flow };
+    let (offset, len) = (scratch.tail.offset, scratch.tail.len);
+    if offset >= len || len > SCAN_LEN as u32 {
+        return TCX_NEXT;
+    }
+    let next = flow.next_response as usize;
+    let methods = [
+        flow.pending_method[next % PENDING],
+        flow.pending_method[(next + 1) % PENDING],
+        flow.pending_method[(next + 2) % PENDING],
+    ];
+    scratch.response_followers.reset(methods);
+    run_loop(
+        response_follower_step,
+        scratch,
+        config,
+        offset,
+        len - offset,
+    );
+    // SAFETY: no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let count = scratch.response_followers.count as usize;
+    let ifindex = scratch.tail.ifindex;
+    // This small program's stack has room for the key.
+    let key = scratch.tail.key;
+    let mut i = 0;
+    while i < FOLLOWERS && i < count {
+        if flow.next_response == flow.next_request {
+            break;
+        }
+        let head = scratch.response_followers.heads[i];
+        if head.status >= 200 || head.status == 101 {
+            let index = flow.next_response;
+            let sent = flow.pending_ts[index as usize % PENDING];
+            flow.next_response = index.wrapping_add(1);
+            report_response(
+                scratch,
+                flow,
+                &key,
+                ifindex,
+                index,
+                now,
+                now.saturating_sub(sent),
+                head,
+            );
+        }
+        i += 1;
+    }
+    if let Some(end) = scratch.response_followers.body_end() {
+        flow.response_body_end = scratch.tail.seq.wrapping_add(offset).wrapping_add(end);
+        flow.skip |= SKIP_RESPONSE_BODY;
     }
     TCX_NEXT
 }

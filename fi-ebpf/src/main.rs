@@ -46,6 +46,18 @@ pub fn fi_tc_ingress(ctx: TcContext) -> i32 {
     http::observe(&ctx, DIRECTION_INGRESS)
 }
 
+/// Pipelined request heads behind the first of a segment (tail-called, never attached).
+#[classifier]
+pub fn fi_req_followers(_ctx: TcContext) -> i32 {
+    http::request_followers()
+}
+
+/// Pipelined response heads behind the first of a segment (tail-called, never attached).
+#[classifier]
+pub fn fi_resp_followers(_ctx: TcContext) -> i32 {
+    http::response_followers()
+}
+
 /// On the daemon's injector interface: a delayed request the daemon sends back in carries
 /// `INJECT_MARK | claim`; it goes to the hook that held it (ingress of the client's
 /// interface, or egress of lo), marked so that the hook lets it pass once.

@@ -2,13 +2,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use fi_common::{
     counters::{COUNTER_SLOTS, Counter},
     event::{EVENTS_BYTES, RequestEvent, ResponseEvent},
     flow::{FlowKey, FlowState, MAX_FLOWS, MAX_TARGETS},
-    http::{CaptureConfig, RequestParser, ResponseParser, SCAN_LEN},
+    http::{
+        CaptureConfig, RequestFollowers, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN,
+    },
     rule::{AbortResponse, MAX_RULES, Rule, RuleStats},
 };
 
@@ -56,7 +58,35 @@ pub struct Scratch {
     pub csum: [u8; crate::reply::CSUM_BUF_LEN],
     /// The flow key of a server's packet, turned around to look up its flow.
     pub reversed_key: FlowKey,
+    /// What a main program hands to a followers program it tail-calls.
+    pub tail: Tail,
+    pub request_followers: RequestFollowers,
+    pub response_followers: ResponseFollowers,
 }
+
+/// Where the followers of a segment start (after its first message).
+#[repr(C)]
+pub struct Tail {
+    /// The flow, oriented from the client.
+    pub key: FlowKey,
+    /// TCP sequence number of the segment's first payload byte.
+    pub seq: u32,
+    pub offset: u32,
+    /// Bytes of the payload in `buf`.
+    pub len: u32,
+    pub ifindex: u32,
+    pub watched: u32,
+    pub _pad: u32,
+}
+
+/// Slots of FI_JUMP.
+pub const JUMP_REQUEST_FOLLOWERS: u32 = 0;
+pub const JUMP_RESPONSE_FOLLOWERS: u32 = 1;
+
+/// The followers programs, tail-called: verified on their own, so their parsing does not
+/// multiply the states of the main programs.
+#[map(name = "FI_JUMP")]
+pub static FI_JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 
 #[map(name = "FI_SCRATCH")]
 pub static FI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -240,13 +240,15 @@ impl Container {
     }
 
     /// Starts the test HTTP server (tests/fixtures/http_server.py) on `port`, IPv4 and
-    /// IPv6, with its line-echo server on `port + 1000`, and waits for both.
+    /// IPv6, with its line-echo server on `port + 1000` and its pipelining server on
+    /// `port + 2000`, and waits for all three.
     pub fn http_server(&self, port: u16) -> Guard {
         let script = crate::fixture("http_server.py");
         let script = script.to_str().expect("fixture path is UTF-8");
         let guard = self.spawn("python3", &[script, &port.to_string()]);
         self.wait_for_listener(port);
         self.wait_for_listener(port + 1000);
+        self.wait_for_listener(port + 2000);
         guard
     }
 }

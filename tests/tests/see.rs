@@ -232,3 +232,57 @@ fn target_errors_are_clear_and_change_nothing() {
     assert!(ok);
     assert_eq!(out.trim(), "[]");
 }
+
+#[test]
+fn pipelined_requests_and_responses_in_one_segment_are_all_seen_and_paired() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let b = lab.container("b", 2);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth, &b.host_veth], lab.cgroup());
+    let _server = b.http_server(PORT);
+    let a_cgroup = cgroup_of(&lab, &a);
+    let (ok, _, err) = daemon.fictl(&["target", "add", &a_cgroup]);
+    assert!(ok, "{err}");
+    // Three GETs in one write: against the ordinary server (one response per write) and
+    // against the pipelining one (all three responses in one write).
+    for (port, path) in [(PORT, "/pipe"), (PORT + 2000, "/burst")] {
+        let answered = py(&a, &["pipeline", &b.ipv4, &port.to_string(), "3", path]);
+        assert_eq!(
+            answered, "3",
+            "the client got three responses from port {port}"
+        );
+    }
+    let (ok, out, err) = daemon.fictl(&["--json", "watch", "--recent", "--count", "6"]);
+    assert!(ok, "{err}");
+    let seen: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let mut got: Vec<String> = seen
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["path"].as_str().unwrap_or("?"),
+                r["status"],
+                r["index_on_connection"]
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "/burst/0 200 0",
+            "/burst/1 200 1",
+            "/burst/2 200 2",
+            "/pipe/0 200 0",
+            "/pipe/1 200 1",
+            "/pipe/2 200 2"
+        ],
+        "{seen:#?}"
+    );
+    let counters = daemon.counters();
+    assert_eq!(counters["requests"], 6, "{counters:?}");
+    assert_eq!(counters["responses"], 6, "{counters:?}");
+}

@@ -273,3 +273,68 @@ fn random_and_mutated_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn followers_are_parsed_with_bodies_skipped() {
+    let first = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
+    let rest = b"POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcDELETE /three HTTP/1.1\r\nHost: b\r\n\r\nPUT /four HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123";
+    let mut all = first.to_vec();
+    all.extend_from_slice(rest);
+    let head = req(&all);
+    let offset = head.message_len().unwrap() as usize;
+    let (heads, body_end) = parse_followers(&all[offset..], &config());
+    let paths: Vec<&str> = heads.iter().map(|h| text(h.path_bytes())).collect();
+    assert_eq!(paths, ["/two", "/three", "/four"]);
+    assert_eq!(text(heads[1].host_bytes()), "b");
+    // The last message's body runs 6 bytes past the end of these bytes.
+    assert_eq!(body_end, Some(rest.len() as u32 + 6));
+}
+
+#[test]
+fn followers_stop_at_what_is_not_a_request() {
+    let (heads, end) = parse_followers(b"GETX / HTTP/1.1\r\n\r\n", &config());
+    assert!(heads.is_empty());
+    assert_eq!(end, None);
+    let (heads, _) = parse_followers(b"\x16\x03\x01", &config());
+    assert!(heads.is_empty());
+    let (heads, _) = parse_followers(b"GET /a HTTP/1.1\r\n\r\nGET /b HTT", &config());
+    assert_eq!(heads.len(), 1, "an incomplete head is not reported");
+}
+
+#[test]
+fn response_followers_know_head_responses_have_no_body() {
+    let empty = ResponseHead {
+        status: 0,
+        flags: 0,
+        version_minor: 0,
+        _pad: [0; 3],
+        content_length: 0,
+        head_len: 0,
+    };
+    let mut f = ResponseFollowers {
+        state: 0,
+        count: 0,
+        prefix_len: 0,
+        _pad: 0,
+        body_left: 0,
+        consumed: 0,
+        _pad1: 0,
+        prefix: [0; 12],
+        methods: [0; FOLLOWERS],
+        _pad2: 0,
+        parser: ResponseParser::new(200, 1),
+        heads: [empty; FOLLOWERS],
+    };
+    f.reset([Method::Head as u8, Method::Get as u8, Method::Get as u8]);
+    let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 204 No Content\r\n\r\n";
+    for &b in bytes.iter() {
+        if !f.step(b, &config()) {
+            break;
+        }
+    }
+    let statuses: Vec<u16> = f.heads[..f.count as usize]
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert_eq!(statuses, [200, 404, 204]);
+}
