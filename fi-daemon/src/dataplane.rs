@@ -20,7 +20,7 @@ use aya::{
 use fi_common::{
     counters::{COUNTERS_MAP, Counter},
     event::{CAPTURE_MAP, EVENTS_MAP, INJECTOR_MAP},
-    flow::TARGETS_MAP,
+    flow::{FLOWS_MAP, FlowKey, FlowState, TARGETS_MAP},
     http::CaptureConfig,
     rule::{RESPONSES_MAP, RULE_COUNT_MAP, RULE_STATS_MAP, RULES_MAP},
 };
@@ -375,6 +375,22 @@ impl DataPlane {
 
     pub fn loaded_at(&self) -> Instant {
         self.loaded_at
+    }
+
+    /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks
+    /// and tests that feed crafted packets of that flow.
+    pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {
+        let name = FLOWS_MAP;
+        let mut flows: BpfHashMap<_, FlowKey, FlowState> = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataPlaneError::MissingMap { name })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
+        flows
+            .insert(key, state, 0)
+            .map_err(|source| DataPlaneError::Map { name, source })
     }
 
     /// A loaded classifier, for `BPF_PROG_TEST_RUN` and benchmarks.

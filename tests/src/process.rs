@@ -27,13 +27,19 @@ pub fn ip_quiet(args: &[&str]) {
 }
 
 /// Where the workspace's binaries (fi-daemon, fictl) are: `FI_BIN_DIR`, set by
-/// `cargo xtask test`, or the directory above this test binary's `deps/`.
+/// `cargo xtask test`, else next to this executable (a binary such as fi-bench), else the
+/// directory above it (a test binary in `deps/`).
 pub fn bin_path(name: &str) -> std::path::PathBuf {
     let dir = std::env::var_os("FI_BIN_DIR")
         .map(std::path::PathBuf::from)
         .or_else(|| {
             let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.to_owned())
+            let here = exe.parent()?;
+            if here.join(name).is_file() {
+                Some(here.to_owned())
+            } else {
+                Some(here.parent()?.to_owned())
+            }
         })
         .expect("cannot find the binaries' directory; set FI_BIN_DIR");
     let path = dir.join(name);

@@ -37,6 +37,13 @@ enum Task {
     },
     /// rustfmt --check and clippy (warnings denied), on the host crates and on fi-ebpf.
     Lint,
+    /// Measure what fi costs per packet and how precise its faults are (root). Writes
+    /// bench/results/report.md and report.json.
+    Bench {
+        /// Few samples, debug build: checks that the bench runs, not what it measures.
+        #[arg(long)]
+        short: bool,
+    },
     /// Build, then run fi-daemon in the foreground (needs root). Ctrl-C stops it.
     Run {
         #[arg(long)]
@@ -54,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         Task::Build { release } => tasks::build(release).map(drop),
         Task::Test { tier, args } => tasks::test(tier, &args),
         Task::Lint => tasks::lint(),
+        Task::Bench { short } => tasks::bench(short),
         Task::Run { release, args } => tasks::run(release, &args),
     }
 }

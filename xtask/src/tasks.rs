@@ -82,3 +82,16 @@ pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
     let bin_dir = build(release)?;
     cmd::run(Command::new(bin_dir.join("fi-daemon")).args(args))
 }
+
+pub fn bench(short: bool) -> anyhow::Result<()> {
+    // Numbers come from an optimized build; the short mode only checks that it all runs.
+    let bin_dir = build(!short)?;
+    let out = cmd::workspace_root().join("bench/results");
+    cmd::run(
+        Command::new(bin_dir.join("fi-bench"))
+            .env("FI_BIN_DIR", &bin_dir)
+            .args(if short { &["--short"][..] } else { &[][..] })
+            .arg("--out")
+            .arg(&out),
+    )
+}

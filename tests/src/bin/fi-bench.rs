@@ -1,0 +1,339 @@
+//! fi's benchmarks (run by `cargo xtask bench`): what fi costs per packet, and how precise
+//! its faults are. Writes `report.md` and `report.json` into the output directory.
+//!
+//!   fi-bench [--short] --out DIR
+//!
+//! `--short` runs few samples, so that a test can run the whole bench and it cannot rot.
+
+use std::{path::PathBuf, time::Instant};
+
+use aya::programs::{TestRun, TestRunOptions};
+use fi_common::{flow::v4_mapped, http::CaptureConfig};
+use fi_daemon::{
+    dataplane::{DataPlane, program},
+    rules::{Draft, Rules, validate},
+    targets::Targets,
+};
+use fi_tests::{Daemon, Lab, packet, process::bin_path};
+use serde_json::{Value, json};
+
+const REQUEST: &[u8] = b"GET /api/items/42 HTTP/1.1\r\nHost: items.svc:8080\r\nUser-Agent: fi-bench\r\nAccept: */*\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn summary(mut values: Vec<f64>) -> Value {
+    values.sort_by(|a, b| a.total_cmp(b));
+    json!({
+        "n": values.len(),
+        "median": quantile(&values, 0.5),
+        "p95": quantile(&values, 0.95),
+        "p99": quantile(&values, 0.99),
+        "min": values.first().copied().unwrap_or(f64::NAN),
+        "max": values.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+/// Nanoseconds of one run of the egress program on `frame`, `n` times, the flow's state
+/// reset before each run (a repeated run would otherwise see its own request as done).
+fn per_packet(dp: &mut DataPlane, frame: &[u8], track: Option<u64>, n: usize) -> Vec<f64> {
+    let key = fi_common::flow::FlowKey {
+        client: v4_mapped([10, 77, 0, 1]),
+        server: v4_mapped([10, 77, 0, 2]),
+        client_port: 40000,
+        server_port: 8080,
+        _pad: 0,
+    };
+    let mut out = vec![0u8; frame.len() + 512];
+    (0..n)
+        .map(|_| {
+            if let Some(cgroup) = track {
+                dp.track_flow(key, cgroup).expect("tracking the flow");
+            }
+            let prog = dp.classifier(program::TC_EGRESS).expect("egress program");
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            };
+            prog.test_run(opts)
+                .expect("BPF_PROG_TEST_RUN")
+                .duration
+                .as_nanos() as f64
+        })
+        .collect()
+}
+
+fn packet_costs(short: bool) -> Value {
+    let n = if short { 200 } else { 5000 };
+    let request = packet::tcp4(
+        [10, 77, 0, 1],
+        [10, 77, 0, 2],
+        40000,
+        8080,
+        packet::TCP_PSH_ACK,
+        REQUEST,
+    );
+    let ack = packet::tcp4([10, 77, 0, 1], [10, 77, 0, 2], 40000, 8080, 0x10, b"");
+    let other = packet::tcp4(
+        [10, 77, 0, 9],
+        [10, 77, 0, 2],
+        50000,
+        5432,
+        packet::TCP_PSH_ACK,
+        b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+    );
+
+    let mut dp = DataPlane::load(
+        &CaptureConfig::from_names(["traceparent", "x-fi-target"]).expect("config"),
+    )
+    .expect("loading fi's programs (root)");
+    let mount = fi_daemon::cgroup_fs::cgroup2_mount().expect("cgroup2");
+    let mut targets = Targets::new(mount, Box::new(dp.take_targets_map().expect("targets map")));
+    let root = targets.resolve("/").expect("root cgroup").cgroup_id;
+    let mut rules = Rules::new(Box::new(dp.take_rule_maps().expect("rule maps")));
+
+    let arp = {
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        f.extend_from_slice(&[0u8; 28]);
+        f
+    };
+    let mut rows = serde_json::Map::new();
+    rows.insert(
+        "non-IP frame (floor: the test run's own cost)".into(),
+        summary(per_packet(&mut dp, &arp, None, n)),
+    );
+    rows.insert(
+        "non-flow TCP segment (not ours)".into(),
+        summary(per_packet(&mut dp, &other, None, n)),
+    );
+    rows.insert(
+        "pure ACK of a tracked flow".into(),
+        summary(per_packet(&mut dp, &ack, Some(root + 1), n)),
+    );
+    rows.insert(
+        "request, tracked flow, not watched, no rules".into(),
+        summary(per_packet(&mut dp, &request, Some(root + 1), n)),
+    );
+    targets.add("/").expect("target");
+    rows.insert(
+        "request, watched (parse + event)".into(),
+        summary(per_packet(&mut dp, &request, Some(root), n)),
+    );
+    targets.remove("/").expect("untarget");
+    let capture = ["traceparent".to_owned(), "x-fi-target".to_owned()];
+    for i in 0..256 {
+        let draft = Draft {
+            path: format!("/other/{i}"),
+            fault: Some(fi_common::rule::Fault::Reset),
+            ..Draft::default()
+        };
+        rules
+            .create(validate(draft, &capture, &targets).expect("valid rule"))
+            .expect("rule");
+    }
+    rows.insert(
+        "request, 256 rules that do not match".into(),
+        summary(per_packet(&mut dp, &request, Some(root + 1), n)),
+    );
+    Value::Object(rows)
+}
+
+/// The Rust client's latencies (µs) for `n` requests of `url` from `from`.
+fn latencies(from: &fi_tests::Container, url: &str, n: usize) -> Vec<(String, f64)> {
+    let probe = bin_path("fi-http-probe");
+    let out = from.run(
+        probe.to_str().expect("UTF-8 path"),
+        &["--repeat", &n.to_string(), "GET", url, "10000"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (what, micros) = l.rsplit_once(' ')?;
+            Some((what.to_owned(), micros.parse().ok()?))
+        })
+        .collect()
+}
+
+fn fault_precision(short: bool) -> Value {
+    let n = if short { 3 } else { 20 };
+    let delays_ms: &[u64] = if short {
+        &[1, 20]
+    } else {
+        &[1, 5, 20, 100, 500, 2000]
+    };
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let b = lab.container("b", 2);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth, &b.host_veth], lab.cgroup());
+    let _server = b.http_server(8080);
+    let url = |path: &str| format!("http://{}:8080{path}", b.ipv4);
+    let median = |v: &[(String, f64)]| {
+        let mut x: Vec<f64> = v.iter().map(|(_, m)| *m).collect();
+        x.sort_by(|p, q| p.total_cmp(q));
+        quantile(&x, 0.5)
+    };
+    let baseline = latencies(&a, &url("/base"), n.max(10));
+    let base = median(&baseline);
+
+    let mut delay_rows = Vec::new();
+    for &d in delays_ms {
+        let (ok, _, err) = daemon.fictl(&[
+            "rules",
+            "add",
+            "--fault",
+            &format!("delay:{d}ms"),
+            "--path",
+            "/d",
+        ]);
+        assert!(ok, "{err}");
+        let samples = latencies(&a, &url("/d"), n);
+        let _ = daemon.fictl(&["stop"]);
+        let errors: Vec<f64> = samples
+            .iter()
+            .filter(|(what, _)| what == "200")
+            .map(|(_, micros)| (micros - base) / 1000.0 - d as f64)
+            .collect();
+        let abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+        let goal_ms = (d as f64 * 0.02).max(1.0);
+        let mut sorted_abs = abs.clone();
+        sorted_abs.sort_by(|p, q| p.total_cmp(q));
+        delay_rows.push(json!({
+            "delay_ms": d,
+            "answered": errors.len(),
+            "error_ms": summary(errors),
+            "abs_error_ms_p95": quantile(&sorted_abs, 0.95),
+            "goal_median_abs_error_ms": goal_ms,
+            "meets_goal": quantile(&sorted_abs, 0.5) <= goal_ms,
+        }));
+    }
+    let (ok, _, err) = daemon.fictl(&["rules", "add", "--fault", "reset", "--path", "/r"]);
+    assert!(ok, "{err}");
+    let reset = latencies(&a, &url("/r"), n);
+    let _ = daemon.fictl(&["stop"]);
+    let reset_ms: Vec<f64> = reset
+        .iter()
+        .filter(|(what, _)| what.starts_with("ERROR reset"))
+        .map(|(_, micros)| micros / 1000.0)
+        .collect();
+    json!({
+        "baseline_request_ms": base / 1000.0,
+        "delay": delay_rows,
+        "time_to_reset_ms": summary(reset_ms),
+        "resets_seen": reset.iter().filter(|(w, _)| w.starts_with("ERROR reset")).count(),
+        "requests": reset.len(),
+    })
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    })
+}
+
+fn markdown(report: &Value) -> String {
+    let mut md = String::from("# fi benchmark report\n\n");
+    let m = &report["machine"];
+    md += &format!(
+        "Machine: Linux {}, {} CPUs ({}). Mode: {}. Took {:.0} s.\n\n",
+        m["kernel"].as_str().unwrap_or("?"),
+        m["cpus"],
+        m["cpu"].as_str().unwrap_or("?"),
+        report["mode"].as_str().unwrap_or("?"),
+        report["seconds"].as_f64().unwrap_or(0.0)
+    );
+    md += "## Cost per packet (TC egress program, BPF_PROG_TEST_RUN, ns per run)\n\n";
+    md += "| packet | n | median | p95 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n";
+    if let Some(rows) = report["per_packet_ns"].as_object() {
+        for (name, s) in rows {
+            md += &format!(
+                "| {name} | {} | {:.0} | {:.0} | {:.0} |\n",
+                s["n"],
+                s["median"].as_f64().unwrap_or(f64::NAN),
+                s["p95"].as_f64().unwrap_or(f64::NAN),
+                s["p99"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    let f = &report["faults"];
+    md += &format!(
+        "\n## Delay precision (Rust client, container to container, keep-alive; error = observed - baseline - D)\n\nBaseline request: {:.2} ms.\n\n",
+        f["baseline_request_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    md += "| D (ms) | answered | median error (ms) | p95 abs error (ms) | goal: median abs error <= (ms) | met |\n| ---: | ---: | ---: | ---: | ---: | --- |\n";
+    if let Some(rows) = f["delay"].as_array() {
+        for r in rows {
+            md += &format!(
+                "| {} | {} | {:+.3} | {:.3} | {:.1} | {} |\n",
+                r["delay_ms"],
+                r["answered"],
+                r["error_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+                r["abs_error_ms_p95"].as_f64().unwrap_or(f64::NAN),
+                r["goal_median_abs_error_ms"].as_f64().unwrap_or(f64::NAN),
+                if r["meets_goal"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+    }
+    let r = &f["time_to_reset_ms"];
+    md += &format!(
+        "\n## Time to reset\n\n{} of {} requests got ECONNRESET; median {:.3} ms, p95 {:.3} ms (goal: within 50 ms).\n",
+        f["resets_seen"],
+        f["requests"],
+        r["median"].as_f64().unwrap_or(f64::NAN),
+        r["p95"].as_f64().unwrap_or(f64::NAN)
+    );
+    md += "\nNot measured yet: throughput and latency overhead under load (wrk, nginx, a proxy for comparison), control latency, exploration speed, memory.\n";
+    md
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let short = args.iter().any(|a| a == "--short");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("bench/results"));
+    fi_tests::require_privileges();
+    let start = Instant::now();
+    let per_packet = packet_costs(short);
+    let faults = fault_precision(short);
+    let report = json!({
+        "mode": if short { "short" } else { "full" },
+        "machine": machine(),
+        "seconds": start.elapsed().as_secs_f64(),
+        "per_packet_ns": per_packet,
+        "faults": faults,
+    });
+    std::fs::create_dir_all(&out).expect("creating the output directory");
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report).expect("JSON"),
+    )
+    .expect("writing report.json");
+    let md = markdown(&report);
+    std::fs::write(out.join("report.md"), &md).expect("writing report.md");
+    println!("{md}");
+}

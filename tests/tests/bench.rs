@@ -1,0 +1,35 @@
+//! The bench runs (in its short mode) and writes a complete report, so it cannot rot.
+//! What it measures is reported, never asserted: performance goals live in the report.
+
+#[test]
+fn the_bench_runs_in_short_mode_and_writes_its_report() {
+    fi_tests::require_privileges();
+    let out = std::env::temp_dir().join(format!("fi-test-bench-{}", std::process::id()));
+    let status = std::process::Command::new(fi_tests::process::bin_path("fi-bench"))
+        .args(["--short", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running fi-bench");
+    assert!(status.success(), "fi-bench --short failed");
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    for section in ["Cost per packet", "Delay precision", "Time to reset"] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    assert_eq!(json["mode"], "short");
+    assert_eq!(json["per_packet_ns"].as_object().map(|m| m.len()), Some(6));
+    let median = json["per_packet_ns"]["request, watched (parse + event)"]["median"]
+        .as_f64()
+        .expect("a number");
+    assert!(median > 0.0, "the kernel reported a run time");
+    assert_eq!(json["faults"]["delay"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        json["faults"]["resets_seen"], 3,
+        "every request of the reset rule was reset"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
