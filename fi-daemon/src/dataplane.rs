@@ -377,6 +377,19 @@ impl DataPlane {
         self.loaded_at
     }
 
+    /// Entries in use in the flow map (walks its keys: for status, not for hot paths).
+    pub fn flows_in_use(&self) -> Result<u64, DataPlaneError> {
+        let name = FLOWS_MAP;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataPlaneError::MissingMap { name })?;
+        let flows: BpfHashMap<_, FlowKey, FlowState> = map
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        Ok(flows.keys().filter(Result::is_ok).count() as u64)
+    }
+
     /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks
     /// and tests that feed crafted packets of that flow.
     pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {

@@ -561,6 +561,11 @@ impl Rules {
         }
     }
 
+    /// Rules in effect (not yet expired or removed).
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     /// Active rules, then the recently finished ones.
     pub fn list(&self) -> Vec<RuleView> {
         let mut out: Vec<RuleView> = self

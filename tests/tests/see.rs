@@ -192,6 +192,18 @@ fn requests_of_a_targeted_container_are_seen_once_with_method_host_path_status_a
     assert_eq!(counters["parse_errors"], 0, "{counters:?}");
     assert_eq!(counters["events_lost"], 0, "{counters:?}");
 
+    // Status reports what the kernel offers and how full the maps are.
+    let (ok, out, err) = daemon.fictl(&["--json", "status"]);
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("status JSON");
+    assert_eq!(status["capabilities"]["tcx"], true, "{status:#}");
+    assert_eq!(status["targets"], 1, "{status:#}");
+    let flows = status["maps"]
+        .as_array()
+        .and_then(|maps| maps.iter().find(|m| m["name"] == "FI_FLOWS"))
+        .expect("FI_FLOWS usage");
+    assert_eq!(flows["capacity"], 65_536);
+
     // Live: a watch opened now prints the next request.
     let mut watch = daemon
         .fictl_command(&["--json", "watch", "--count", "1"])

@@ -393,6 +393,14 @@ async fn status(cli: &Cli) -> anyhow::Result<()> {
             "counters": status.counters.iter()
                 .map(|c| (c.name.clone(), serde_json::Value::from(c.value)))
                 .collect::<serde_json::Map<_, _>>(),
+            "capabilities": status.capabilities.iter()
+                .map(|c| (c.name.clone(), serde_json::Value::from(c.present)))
+                .collect::<serde_json::Map<_, _>>(),
+            "maps": status.maps.iter().map(|m| serde_json::json!({
+                "name": m.name, "used": m.used, "capacity": m.capacity,
+            })).collect::<Vec<_>>(),
+            "rules": status.rules,
+            "targets": status.targets,
         }));
     }
     println!(
@@ -407,6 +415,21 @@ async fn status(cli: &Cli) -> anyhow::Result<()> {
     for c in &status.counters {
         println!("{:<20} {}", c.name, c.value);
     }
+    println!("\n{:<12} {:>10} {:>10}", "MAP", "USED", "CAPACITY");
+    for m in &status.maps {
+        println!("{:<12} {:>10} {:>10}", m.name, m.used, m.capacity);
+    }
+    let caps: Vec<String> = status
+        .capabilities
+        .iter()
+        .map(|c| format!("{}{}", if c.present { "+" } else { "-" }, c.name))
+        .collect();
+    println!(
+        "\nkernel: {}; {} rule(s), {} target(s)",
+        caps.join(" "),
+        status.rules,
+        status.targets
+    );
     Ok(())
 }
 

@@ -21,6 +21,22 @@ impl SystemApi {
     }
 }
 
+fn capability(name: &str, present: bool, detail: &str) -> api::Capability {
+    api::Capability {
+        name: name.to_owned(),
+        present,
+        detail: detail.to_owned(),
+    }
+}
+
+fn usage(name: &str, used: u64, capacity: u32) -> api::MapUsage {
+    api::MapUsage {
+        name: name.to_owned(),
+        used,
+        capacity: u64::from(capacity),
+    }
+}
+
 #[tonic::async_trait]
 impl SystemService for SystemApi {
     async fn get_status(
@@ -50,12 +66,57 @@ impl SystemService for SystemApi {
                 program: a.program.to_owned(),
             })
             .collect();
+        let flows = dataplane
+            .flows_in_use()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let uptime_seconds = dataplane.loaded_at().elapsed().as_secs();
+        drop(dataplane);
+        let rules = lock(&self.daemon.rules)?.active_count() as u32;
+        let targets = lock(&self.daemon.targets)?.list().len() as u32;
+        let cgroup2 = crate::cgroup_fs::cgroup2_mount().ok();
+        let capabilities = vec![
+            // Everything below is required at load: a daemon that runs has them.
+            capability(
+                "tcx",
+                true,
+                "TC programs attached as TCX links (Linux 6.6+)",
+            ),
+            capability(
+                "bpf_loop",
+                true,
+                "parsing and rule evaluation (Linux 5.17+)",
+            ),
+            capability("ring_buffer", true, "events to the daemon (Linux 5.8+)"),
+            capability(
+                "btf",
+                std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+                "/sys/kernel/btf/vmlinux",
+            ),
+            capability(
+                "cgroup2",
+                cgroup2.is_some(),
+                &cgroup2.map(|m| m.display().to_string()).unwrap_or_default(),
+            ),
+        ];
+        let maps = vec![
+            usage("FI_FLOWS", flows, fi_common::flow::MAX_FLOWS),
+            usage("FI_RULES", u64::from(rules), fi_common::rule::MAX_RULES),
+            usage(
+                "FI_TARGETS",
+                u64::from(targets),
+                fi_common::flow::MAX_TARGETS,
+            ),
+        ];
         Ok(Response::new(api::GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             kernel_release: self.daemon.kernel_release.clone(),
             attachments,
             counters,
-            uptime_seconds: dataplane.loaded_at().elapsed().as_secs(),
+            uptime_seconds,
+            capabilities,
+            maps,
+            rules,
+            targets,
         }))
     }
 }
