@@ -240,15 +240,6 @@ impl RequestLog {
     }
 }
 
-/// Flow key helper for tests and tools: a printable "client -> server".
-pub fn describe(key: &FlowKey) -> String {
-    format!(
-        "{} -> {}",
-        socket(&key.client, key.client_port),
-        socket(&key.server, key.server_port)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use fi_common::{
