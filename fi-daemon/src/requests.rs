@@ -10,7 +10,7 @@ use std::{
 
 use fi_common::{
     event::{FlowClosedEvent, RequestEvent, ResponseEvent},
-    flow::{FlowKey, as_v4},
+    flow::as_v4,
     http::{CAPTURE_SLOTS, FLAG_PATH_TRUNCATED, Method, RequestHead},
     rule::Fault,
 };
@@ -244,7 +244,7 @@ impl RequestLog {
 mod tests {
     use fi_common::{
         event::{EVENT_FLOW_CLOSED, EVENT_REQUEST, EVENT_RESPONSE, EventHeader},
-        flow::v4_mapped,
+        flow::{FlowKey, v4_mapped},
         http::{CaptureConfig, parse_request, parse_response},
     };
 
