@@ -3,7 +3,7 @@
 use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
-    bindings::tcx_action_base::TCX_DROP,
+    bindings::tcx_action_base::{TCX_DROP, TCX_NEXT},
     helpers::{bpf_get_prandom_u32, bpf_loop},
     programs::TcContext,
 };
@@ -16,8 +16,8 @@ use fi_common::{
 
 use crate::{
     maps::{FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump},
-    packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST},
-    reply::{Answer, finish, rewrite, send_back, turn_around},
+    packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN},
+    reply::{Answer, back_flags, finish, rewrite, send_back, turn_around},
 };
 
 #[repr(C)]
@@ -238,11 +238,11 @@ pub fn on_request(
         Fault::ResponseLost => {
             flow.fault_state |= FAULT_LOSE_RESPONSE;
             flow.lose_index = request_index;
-            aya_ebpf::bindings::tcx_action_base::TCX_NEXT
+            TCX_NEXT
         }
         // Delay is held by the caller (it needs the packet and the event ring); refusals
         // are decided on the SYN.
-        Fault::Delay | Fault::Refuse => aya_ebpf::bindings::tcx_action_base::TCX_NEXT,
+        Fault::Delay | Fault::Refuse => TCX_NEXT,
     };
     Some(Injected {
         rule_id: rule.id,
@@ -274,7 +274,7 @@ pub fn lose_response(
     if done.is_err() {
         return TCX_DROP;
     }
-    aya_ebpf::bindings::tcx_action_base::TCX_NEXT
+    TCX_NEXT
 }
 
 /// Rewrites the client's packet into the kernel's answer and sends it back.
@@ -299,7 +299,33 @@ fn answer_client(
         // Never let a half-rewritten packet go anywhere.
         return TCX_DROP;
     }
-    send_back(ifindex, direction)
+    if seg.flags & TCP_SYN != 0 {
+        // A refused connection: the server never heard of it.
+        return send_back(ifindex, direction);
+    }
+    // The client's answer goes back as a copy, and the packet itself becomes a reset to
+    // the server: it never saw the request, and would otherwise keep its half of the
+    // connection open (and meet the next connection that reuses the port with it).
+    if ctx
+        .clone_redirect(ifindex, back_flags(ifindex, direction))
+        .is_err()
+    {
+        return TCX_DROP;
+    }
+    let to_server = Answer {
+        seq: seg.seq,
+        ack: seg.ack,
+        flags: TCP_RST | TCP_ACK,
+        payload_len: 0,
+    };
+    let done = turn_around(ctx, seg)
+        .and_then(|()| rewrite(ctx, seg, &to_server))
+        .and_then(|()| finish(ctx, seg, scratch, 0));
+    if done.is_err() {
+        // The client has its answer; the server times out instead.
+        return TCX_DROP;
+    }
+    TCX_NEXT
 }
 
 #[inline(always)]

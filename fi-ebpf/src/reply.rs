@@ -200,17 +200,23 @@ pub fn finish(
 /// The loopback interface's index, in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 
+/// bpf_redirect flags that send a packet back toward the client (see [`send_back`]).
+#[inline(always)]
+pub fn back_flags(ifindex: u32, direction: u32) -> u64 {
+    if direction == DIRECTION_EGRESS && ifindex != LOOPBACK_IFINDEX {
+        u64::from(BPF_F_INGRESS)
+    } else {
+        0
+    }
+}
+
 /// Sends the packet back toward the client: out of the interface it came in on, or, at
 /// an egress hook, into the host's stack through the interface's ingress. On lo the
 /// answer goes out lo's egress instead: loopback keeps the packet's route, while one
 /// pushed into lo's ingress loses it and is dropped as a martian (127/8 source).
 #[inline(always)]
 pub fn send_back(ifindex: u32, direction: u32) -> i32 {
-    let flags = if direction == DIRECTION_EGRESS && ifindex != LOOPBACK_IFINDEX {
-        u64::from(BPF_F_INGRESS)
-    } else {
-        0
-    };
+    let flags = back_flags(ifindex, direction);
     // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
     let ret = unsafe { bpf_redirect(ifindex, flags) };
     if ret == i64::from(TCX_REDIRECT) {

@@ -88,6 +88,13 @@ impl Scene {
         serde_json::from_str(&out).expect("JSON")
     }
 
+    /// Established connections to the test server, as B's kernel sees them.
+    fn server_connections(&self) -> usize {
+        let filter = format!("( sport = :{PORT} )");
+        let out = self.b.run("ss", &["-Htn", "state", "established", &filter]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
     fn stop(&self) {
         let (ok, _, err) = self.daemon.fictl(&["stop"]);
         assert!(ok, "stop failed: {err}");
@@ -139,6 +146,7 @@ fn every_fault_against_three_clients() {
             }
             let rule = s.add_rule(&args);
             let before = s.server_count();
+            let connections_before = s.server_connections();
             let (seen, took) = client.get(&s.a, &s.url(&path), Duration::from_secs(2));
             let after = s.server_count();
             let delta = after - before;
@@ -151,6 +159,22 @@ fn every_fault_against_three_clients() {
             eprintln!("{case}");
             if seen != *expected || delta != u64::from(*server_sees) || injected != 1 {
                 failures.push(case);
+            }
+            if matches!(*fault, "reset" | "abort:503") {
+                // The server never saw the request: fi resets its half of the connection.
+                // (Connections a timeout case left are the server's to time out: a
+                // blackhole tells nobody anything.)
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while s.server_connections() > connections_before && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let left = s.server_connections().saturating_sub(connections_before);
+                if left > 0 {
+                    failures.push(format!(
+                        "{fault} / {}: the server kept {left} connection(s) open",
+                        client.name()
+                    ));
+                }
             }
             if *fault == "delay:300ms" && took < Duration::from_millis(300) {
                 failures.push(format!(
