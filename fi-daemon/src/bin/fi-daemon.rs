@@ -27,7 +27,10 @@ use tracing::{info, warn};
 
 /// fi's daemon: request-level fault injection in the kernel.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "fi's daemon: loads the eBPF programs, keeps the rules, serves the control API"
+)]
 struct Args {
     /// Interfaces to attach the TC egress and ingress programs to (repeat or comma-separate).
     #[arg(

@@ -12,7 +12,11 @@ use fi_daemon::{
 
 /// Control fi-daemon: see and break HTTP requests of containers.
 #[derive(Debug, Parser)]
-#[command(name = "fictl", version, about)]
+#[command(
+    name = "fictl",
+    version,
+    about = "Control fi-daemon: see and break the HTTP requests of containers, one request at a time"
+)]
 struct Cli {
     /// Unix socket of fi-daemon.
     #[arg(long, global = true, env = "FI_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -141,7 +145,7 @@ struct RuleArgs {
     /// Fault only the N-th match.
     #[arg(long, value_name = "N")]
     nth: Option<u32>,
-    /// Remove the rule after this long, e.g. 30s, 5m.
+    /// The rule stops after this long, e.g. 30s, 5m (then listed as expired).
     #[arg(long, value_parser = fi_daemon::cli::parse_duration)]
     ttl: Option<std::time::Duration>,
     /// Higher priorities are evaluated first.
