@@ -5,6 +5,7 @@ pub mod api;
 pub mod cgroup_fs;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod dataplane;
 pub mod delay;
 pub mod ebpf_object;

@@ -308,3 +308,58 @@ fn the_standard_health_service_answers_serving() {
         );
     });
 }
+
+#[test]
+fn a_configuration_file_sets_what_flags_do_not_and_a_typo_is_refused() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let dir = std::env::temp_dir().join(format!("fi-test-config-{}", lab.id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("fi.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "ifaces = [\"{}\"]\nno_veths = true\ncapture_headers = [\"x-tenant\"]\n",
+            a.host_veth
+        ),
+    )
+    .expect("config file");
+    let daemon = Daemon::start_with(
+        lab.id(),
+        lab.cgroup(),
+        &[format!("--config={}", file.display())],
+    );
+    let status = daemon.status();
+    assert!(
+        status.attachments.iter().any(|at| at.target == a.host_veth),
+        "the file's interface is attached: {:?}",
+        status.attachments
+    );
+    assert!(
+        !status.attachments.iter().any(|at| at.target == "lo"),
+        "the file replaced the default"
+    );
+    let (ok, _, err) = daemon.fictl(&[
+        "rules",
+        "add",
+        "--fault",
+        "reset",
+        "--header",
+        "x-tenant=t1",
+    ]);
+    assert!(ok, "the file's captured header is usable: {err}");
+    drop(daemon);
+
+    std::fs::write(&file, "ifacez = [\"lo\"]\n").expect("config file");
+    let out = std::process::Command::new(fi_tests::process::bin_path("fi-daemon"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("running fi-daemon");
+    assert!(!out.status.success(), "a typo was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ifacez"),
+        "{out:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use fi_common::http::CaptureConfig;
 use fi_daemon::{
-    DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, cgroup_fs,
+    DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, cgroup_fs, config,
     dataplane::DataPlane,
     delay::{self, Injector},
     interfaces::{self, VethPolicy},
@@ -80,6 +80,11 @@ struct Args {
     #[arg(long)]
     insecure_no_token: bool,
 
+    /// A TOML configuration file (see docs/ARCHITECTURE.md). Flags and environment
+    /// variables override it.
+    #[arg(long, env = "FI_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
     /// Check that this machine can run fi (load and verify the programs, attach them to
     /// the interfaces and cgroup given, read the maps), report, detach, and exit.
     #[arg(long)]
@@ -95,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    let args = args()?;
 
     // Bad flags fail here, before anything is loaded or attached.
     let token = match (&args.listen, &args.token_file, args.insecure_no_token) {
@@ -214,6 +219,45 @@ async fn main() -> anyhow::Result<()> {
     result?;
     info!("stopped; every program detached");
     Ok(())
+}
+
+/// Flags and environment, over the configuration file, over the defaults.
+fn args() -> anyhow::Result<Args> {
+    use clap::{CommandFactory as _, FromArgMatches as _, parser::ValueSource};
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches)?;
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let file = config::FileConfig::load(&path)?;
+    let from_user = |id: &str| {
+        matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    config::merge(&mut args.ifaces, from_user("ifaces"), file.ifaces);
+    config::merge(&mut args.no_veths, from_user("no_veths"), file.no_veths);
+    config::merge(
+        &mut args.veth_prefixes,
+        from_user("veth_prefixes"),
+        file.veth_prefixes,
+    );
+    config::merge(&mut args.cgroup, from_user("cgroup"), file.cgroup);
+    config::merge(&mut args.targets, from_user("targets"), file.targets);
+    config::merge(
+        &mut args.capture_headers,
+        from_user("capture_headers"),
+        file.capture_headers,
+    );
+    config::merge(&mut args.socket, from_user("socket"), file.socket);
+    config::merge(&mut args.listen, from_user("listen"), file.listen.map(Some));
+    config::merge(
+        &mut args.token_file,
+        from_user("token_file"),
+        file.token_file.map(Some),
+    );
+    Ok(args)
 }
 
 /// Moves expired rules out of the kernel. The kernel stops matching a rule at its expiry
