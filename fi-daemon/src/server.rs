@@ -174,16 +174,33 @@ pub struct Tcp {
 }
 
 /// Every service, to serve on each listener.
+/// Largest request message the daemon decodes: a rule with every field at its longest
+/// fits many times over.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Concurrent calls per connection, and concurrent streams per HTTP/2 connection.
+const MAX_CONCURRENT: u32 = 32;
+
 fn routes(daemon: &Arc<Daemon>) -> tonic::service::Routes {
-    tonic::service::Routes::new(SystemServiceServer::new(system::SystemApi::new(
-        Arc::clone(daemon),
-    )))
-    .add_service(ObserveServiceServer::new(observe::ObserveApi::new(
-        Arc::clone(daemon),
-    )))
-    .add_service(RuleServiceServer::new(rules::RuleApi::new(Arc::clone(
-        daemon,
-    ))))
+    tonic::service::Routes::new(
+        SystemServiceServer::new(system::SystemApi::new(Arc::clone(daemon)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        ObserveServiceServer::new(observe::ObserveApi::new(Arc::clone(daemon)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        RuleServiceServer::new(rules::RuleApi::new(Arc::clone(daemon)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+}
+
+/// A server with the daemon's bounds: a client cannot make it hold unbounded work.
+fn bounded() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(MAX_CONCURRENT as usize)
+        .max_concurrent_streams(MAX_CONCURRENT)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
 }
 
 /// Serves the API on the Unix socket, and on TCP if asked, until `shutdown` completes.
@@ -200,7 +217,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let unix_server = tonic::transport::Server::builder()
+    let unix_server = bounded()
         .add_routes(routes(&daemon).add_service(health.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx.clone()));
     let tcp_server = async {
@@ -223,7 +240,7 @@ pub async fn serve(
                 )),
             }
         };
-        tonic::transport::Server::builder()
+        bounded()
             .layer(tonic::service::InterceptorLayer::new(check))
             .add_routes(routes(&daemon).add_service(health.clone()))
             .serve_with_incoming_shutdown(
