@@ -211,13 +211,26 @@ struct LoopCtx {
     start: u32,
 }
 
-/// One byte of a request head. The verifier checks this once, not once per byte.
-unsafe extern "C" fn request_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the LoopCtx that on_request_bytes passed to bpf_loop.
+/// The scratch map, the capture config and byte `index` of the loop's range: what every
+/// `bpf_loop` callback starts with.
+///
+/// # Safety
+/// `ctx` must be the LoopCtx that run_loop passed to bpf_loop.
+#[inline(always)]
+unsafe fn loop_byte<'a>(index: u64, ctx: *mut c_void) -> (&'a mut Scratch, &'a CaptureConfig, u8) {
+    // SAFETY: by the contract above; both pointers point into map values that outlive the
+    // loop.
     let c = unsafe { &mut *(ctx as *mut LoopCtx) };
-    // SAFETY: both point into map values that outlive the loop.
+    // SAFETY: as above.
     let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
     let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    (scratch, config, b)
+}
+
+/// One byte of a request head. The verifier checks this once, not once per byte.
+unsafe extern "C" fn request_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the LoopCtx that run_loop passed to bpf_loop.
+    let (scratch, config, b) = unsafe { loop_byte(index, ctx) };
     if scratch.request.step(b, config) {
         0
     } else {
@@ -227,11 +240,8 @@ unsafe extern "C" fn request_step(index: u64, ctx: *mut c_void) -> i64 {
 
 /// One byte of a response head.
 unsafe extern "C" fn response_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: as in request_step.
-    let c = unsafe { &mut *(ctx as *mut LoopCtx) };
-    // SAFETY: as in request_step.
-    let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
-    let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    // SAFETY: `ctx` is the LoopCtx that run_loop passed to bpf_loop.
+    let (scratch, config, b) = unsafe { loop_byte(index, ctx) };
     if scratch.response.step(b, config) {
         0
     } else {
@@ -596,10 +606,7 @@ fn hand_over(
 /// One byte of the pipelined request heads behind the first of a segment.
 unsafe extern "C" fn request_follower_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the LoopCtx that run_loop passed to bpf_loop.
-    let c = unsafe { &mut *(ctx as *mut LoopCtx) };
-    // SAFETY: both point into map values that outlive the loop.
-    let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
-    let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    let (scratch, config, b) = unsafe { loop_byte(index, ctx) };
     if scratch.request_followers.step(b, config) {
         0
     } else {
@@ -609,11 +616,8 @@ unsafe extern "C" fn request_follower_step(index: u64, ctx: *mut c_void) -> i64 
 
 /// One byte of the pipelined response heads behind the first of a segment.
 unsafe extern "C" fn response_follower_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: as in request_follower_step.
-    let c = unsafe { &mut *(ctx as *mut LoopCtx) };
-    // SAFETY: as in request_follower_step.
-    let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
-    let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
+    // SAFETY: `ctx` is the LoopCtx that run_loop passed to bpf_loop.
+    let (scratch, config, b) = unsafe { loop_byte(index, ctx) };
     if scratch.response_followers.step(b, config) {
         0
     } else {
