@@ -54,6 +54,9 @@ pub struct Daemon {
     /// Names of the captured headers, by slot.
     pub capture: Vec<String>,
     pub kernel_release: String,
+    /// Becomes true when the daemon begins to stop: open streams end, so that graceful
+    /// shutdown does not wait on a watcher forever.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Daemon {
@@ -71,6 +74,7 @@ impl Daemon {
             requests,
             capture,
             kernel_release: kernel_release(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -174,6 +178,9 @@ pub struct Tcp {
 }
 
 /// Every service, to serve on each listener.
+/// How long stopping waits for open calls before it stops anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Largest request message the daemon decodes: a rule with every field at its longest
 /// fits many times over.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -251,10 +258,29 @@ pub async fn serve(
     };
     let signal = async {
         shutdown.await;
+        let _ = daemon.stopping.send(true);
         let _ = stop_tx.send(true);
     };
-    let (unix_result, tcp_result, ()) = tokio::join!(unix_server, tcp_server, signal);
-    unix_result?;
-    tcp_result?;
+    let servers = async { tokio::join!(unix_server, tcp_server) };
+    let stopping = daemon.stopping.subscribe();
+    // Streams end when stopping begins; should a call still hang, the daemon stops anyway
+    // a few seconds later (its programs are detached when the process ends in any case).
+    let deadline = async move {
+        stopped(stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let ((), outcome) = tokio::join!(signal, async {
+        tokio::select! {
+            (unix_result, tcp_result) = servers => Some((unix_result, tcp_result)),
+            () = deadline => None,
+        }
+    });
+    match outcome {
+        Some((unix_result, tcp_result)) => {
+            unix_result?;
+            tcp_result?;
+        }
+        None => tracing::warn!("calls still open after the grace period; stopping anyway"),
+    }
     Ok(())
 }

@@ -397,13 +397,14 @@ fn a_daemon_killed_with_sigkill_leaves_no_fault_in_effect() {
     s.add_rule(&["--fault", "timeout", "--container", &a_cgroup]);
     let (seen, _) = Client::Curl.get(&s.a, &s.url("/before"), Duration::from_millis(800));
     assert_eq!(seen, Seen::Timeout, "the rule is in effect");
+    // Bindings drop in reverse order: the lab last, after the containers in it.
     let Scene {
-        daemon,
-        a,
-        b,
-        _server,
-        c: _c,
         lab: _lab,
+        c: _c,
+        b,
+        a,
+        daemon,
+        _server,
     } = s;
     let status = daemon.kill();
     assert!(!status.success());

@@ -174,3 +174,43 @@ fn privileged_tests_fail_with_a_clear_message_without_root() {
         "the test must fail, not skip:\n{text}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_daemon_promptly_even_with_a_watch_stream_open() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth], lab.cgroup());
+    let target = format!(
+        "/{}/a",
+        lab.cgroup()
+            .file_name()
+            .expect("lab cgroup name")
+            .to_string_lossy()
+    );
+    let mut watch = daemon
+        .fictl_command(&["watch", "--target", &target])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting fictl watch");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        watch.try_wait().expect("polling").is_none(),
+        "the watch is open"
+    );
+    let start = std::time::Instant::now();
+    let status = daemon.stop();
+    let took = start.elapsed();
+    assert!(status.success(), "fi-daemon exited with {status}");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "stopping took {took:?}"
+    );
+    let watch_status = watch
+        .wait()
+        .expect("fictl watch ends when the daemon stops");
+    assert!(
+        watch_status.success(),
+        "the stream ended cleanly: {watch_status}"
+    );
+    assert!(tcx_programs(&a.host_veth, TcAttachType::Egress).is_empty());
+}

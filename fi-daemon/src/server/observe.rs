@@ -173,6 +173,7 @@ impl ObserveService for ObserveApi {
         };
         let (tx, rx) = mpsc::channel(256);
         let daemon = Arc::clone(&self.daemon);
+        let mut stopping = self.daemon.stopping.subscribe();
         tokio::spawn(async move {
             for r in recent {
                 if tx.send(Ok(convert::request(&r))).await.is_err() {
@@ -182,6 +183,11 @@ impl ObserveService for ObserveApi {
             loop {
                 tokio::select! {
                     () = tx.closed() => break,
+                    changed = stopping.changed() => {
+                        if changed.is_err() || *stopping.borrow() {
+                            break;
+                        }
+                    }
                     next = completed.recv() => match next {
                         Ok(r) if filter.matches(&r) => {
                             if tx.send(Ok(convert::request(&r))).await.is_err() {
