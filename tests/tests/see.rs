@@ -222,6 +222,27 @@ fn requests_of_a_targeted_container_are_seen_once_with_method_host_path_status_a
     let out = watch.wait_with_output().expect("fictl watch output");
     let live: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(live["path"], "/live");
+
+    // Every connection above is closed: the flow map forgets them (no leak).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (ok, out, err) = daemon.fictl(&["--json", "status"]);
+        assert!(ok, "{err}");
+        let status: Value = serde_json::from_str(&out).expect("status JSON");
+        let used = status["maps"]
+            .as_array()
+            .and_then(|maps| maps.iter().find(|m| m["name"] == "FI_FLOWS"))
+            .and_then(|m| m["used"].as_u64())
+            .expect("FI_FLOWS usage");
+        if used == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{used} flow(s) still in the map after their connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
