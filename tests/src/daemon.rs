@@ -95,11 +95,7 @@ impl Daemon {
     }
 
     fn try_status(&self) -> Result<GetStatusResponse, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building a tokio runtime");
-        runtime.block_on(async {
+        crate::block_on(async {
             let mut system = client::system(&self.socket)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -18,6 +18,16 @@ pub use daemon::Daemon;
 pub use net::{Container, Lab};
 pub use privileges::require_privileges;
 
+/// Runs a future to completion on a fresh single-threaded runtime (tests are synchronous;
+/// the daemon's client is async).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+        .block_on(future)
+}
+
 /// A file in tests/fixtures (test servers and clients).
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -108,11 +108,7 @@ fn malformed(rng: &mut Rng) -> api::CreateRuleRequest {
 fn a_thousand_malformed_rules_are_each_refused_as_invalid_and_the_daemon_stays_healthy() {
     let lab = Lab::new();
     let daemon = Daemon::start(lab.id(), &[], lab.cgroup());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    fi_tests::block_on(async {
         let mut rules = client::rules(daemon.socket()).await.expect("connect");
         let mut rng = Rng(0x5eed_f00d_1234_5678);
         for i in 0..1000 {
@@ -289,11 +285,7 @@ fn check_loads_attaches_reports_and_leaves_nothing_behind() {
 fn the_standard_health_service_answers_serving() {
     let lab = Lab::new();
     let daemon = Daemon::start(lab.id(), &[], lab.cgroup());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    fi_tests::block_on(async {
         let channel = client::connect(daemon.socket()).await.expect("connect");
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let answer = health
