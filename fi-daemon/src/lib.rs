@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod delay;
 pub mod ebpf_object;
 pub mod events;
+pub mod explore;
 pub mod graph;
 pub mod interfaces;
 pub mod links;
@@ -18,6 +19,7 @@ pub mod render;
 pub mod requests;
 pub mod rules;
 pub mod server;
+pub mod store;
 pub mod targets;
 
 /// Where the daemon listens and fictl connects unless told otherwise.
