@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         "fi/v1/system.proto",
         "fi/v1/observe.proto",
         "fi/v1/rules.proto",
+        "fi/v1/explore.proto",
     ]
     .map(|p| proto_root.join(p));
     for proto in &protos {

@@ -160,3 +160,15 @@ pub async fn observe(
 pub async fn rules(to: impl Into<Target>) -> Result<RuleServiceClient<Connection>, ConnectError> {
     Ok(RuleServiceClient::new(connect_to(to).await?))
 }
+
+/// A client of the explore service.
+pub async fn explore(
+    to: impl Into<Target>,
+) -> Result<crate::api::v1::explore_service_client::ExploreServiceClient<Connection>, ConnectError>
+{
+    Ok(
+        crate::api::v1::explore_service_client::ExploreServiceClient::new(connect_to(to).await?)
+            // Reports of long explorations are large.
+            .max_decoding_message_size(256 * 1024 * 1024),
+    )
+}

@@ -11,6 +11,8 @@
 //! socket = "/run/fi/fi.sock"       # --socket, FI_SOCKET
 //! listen = "127.0.0.1:7443"        # --listen
 //! token_file = "/etc/fi/token"     # --token-file
+//! store = "/var/lib/fi/fi.db"      # --store, FI_STORE
+//! tcp_explore = false              # --tcp-explore
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub listen: Option<std::net::SocketAddr>,
     pub token_file: Option<PathBuf>,
+    pub store: Option<PathBuf>,
+    pub tcp_explore: Option<bool>,
 }
 
 /// A configuration file that cannot be used.

@@ -25,6 +25,9 @@ pub mod targets;
 /// Where the daemon listens and fictl connects unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/fi/fi.sock";
 
+/// Where the daemon keeps explorations and their reports unless told otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/fi/fi.db";
+
 /// Request headers the kernel copies out unless told otherwise: the W3C trace context
 /// (links a request to the inbound one that caused it) and the per-request targeting
 /// header (a fault rule can select the requests of one user by it).

@@ -111,6 +111,9 @@ pub struct RequestLog {
     recent: VecDeque<Arc<ObservedRequest>>,
     graph: CallGraph,
     completed: broadcast::Sender<Arc<ObservedRequest>>,
+    /// Requests into which a fault was injected, as soon as the kernel says so (before
+    /// they complete): exploration keeps the test's list of injected faults current.
+    injected: broadcast::Sender<Arc<ObservedRequest>>,
     decode_errors: u64,
 }
 
@@ -118,6 +121,7 @@ impl RequestLog {
     /// `header_names[i]` is the name captured in slot i.
     pub fn new(cgroups: CgroupIndex, header_names: Vec<String>) -> Self {
         let (completed, _) = broadcast::channel(4096);
+        let (injected, _) = broadcast::channel(1024);
         Self {
             clock: Clock::new(),
             cgroups,
@@ -128,11 +132,17 @@ impl RequestLog {
             recent: VecDeque::new(),
             graph: CallGraph::default(),
             completed,
+            injected,
             decode_errors: 0,
         }
     }
 
     /// Completed requests, as they complete.
+    /// Requests with an injected fault, when the fault happens.
+    pub fn subscribe_injected(&self) -> broadcast::Receiver<Arc<ObservedRequest>> {
+        self.injected.subscribe()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ObservedRequest>> {
         self.completed.subscribe()
     }
@@ -192,6 +202,9 @@ impl RequestLog {
             fault: Fault::from_u8(e.fault).map(|f| (e.rule_id, f)),
         };
         self.next_id += 1;
+        if request.fault.is_some() {
+            let _ = self.injected.send(Arc::new(request.clone()));
+        }
         let key = (e.header.cookie, e.index);
         self.pending.insert(key, request);
         self.pending_order.push_back(key);

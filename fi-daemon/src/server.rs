@@ -13,16 +13,18 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::{
     api::v1::{
-        observe_service_server::ObserveServiceServer, rule_service_server::RuleServiceServer,
-        system_service_server::SystemServiceServer,
+        explore_service_server::ExploreServiceServer, observe_service_server::ObserveServiceServer,
+        rule_service_server::RuleServiceServer, system_service_server::SystemServiceServer,
     },
     dataplane::DataPlane,
-    requests::RequestLog,
+    explore::runner::Explorer,
+    requests::{ObservedRequest as RequestLogItem, RequestLog},
     rules::Rules,
     targets::Targets,
 };
 
 mod convert;
+mod explore;
 mod observe;
 mod rules;
 mod system;
@@ -57,6 +59,9 @@ pub struct Daemon {
     /// Becomes true when the daemon begins to stop: open streams end, so that graceful
     /// shutdown does not wait on a watcher forever.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    pub explorer: Explorer,
+    /// Whether explorations (which run a command as root) may be started over TCP.
+    pub tcp_explore: bool,
 }
 
 impl Daemon {
@@ -66,6 +71,8 @@ impl Daemon {
         rules: Rules,
         requests: Arc<Mutex<RequestLog>>,
         capture: Vec<String>,
+        explorer: Explorer,
+        tcp_explore: bool,
     ) -> Self {
         Self {
             dataplane: Mutex::new(dataplane),
@@ -75,6 +82,24 @@ impl Daemon {
             capture,
             kernel_release: kernel_release(),
             stopping: tokio::sync::watch::Sender::new(false),
+            explorer,
+            tcp_explore,
+        }
+    }
+
+    /// Completed requests from now on (a poisoned log yields a closed receiver).
+    pub fn requests_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<RequestLogItem>> {
+        match self.requests.lock() {
+            Ok(log) => log.subscribe(),
+            Err(_) => tokio::sync::broadcast::channel(1).1,
+        }
+    }
+
+    /// Requests with an injected fault, from now on.
+    pub fn injections_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<RequestLogItem>> {
+        match self.requests.lock() {
+            Ok(log) => log.subscribe_injected(),
+            Err(_) => tokio::sync::broadcast::channel(1).1,
         }
     }
 }
@@ -199,6 +224,12 @@ fn routes(daemon: &Arc<Daemon>) -> tonic::service::Routes {
     .add_service(
         RuleServiceServer::new(rules::RuleApi::new(Arc::clone(daemon)))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        ExploreServiceServer::new(explore::ExploreApi::new(Arc::clone(daemon)))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            // Reports of long explorations are large; they are read whole.
+            .max_encoding_message_size(256 * 1024 * 1024),
     )
 }
 

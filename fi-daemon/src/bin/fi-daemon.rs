@@ -4,7 +4,7 @@
 //! or killed), the kernel detaches every program, so no fault outlives the daemon.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -12,14 +12,16 @@ use anyhow::Context as _;
 use clap::Parser;
 use fi_common::http::CaptureConfig;
 use fi_daemon::{
-    DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, cgroup_fs, config,
+    DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, DEFAULT_STORE, cgroup_fs, config,
     dataplane::DataPlane,
     delay::{self, Injector},
+    explore::runner::Explorer,
     interfaces::{self, VethPolicy},
     links, pump,
     requests::RequestLog,
     rules::Rules,
     server::{self, Daemon},
+    store::Store,
     targets::Targets,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -79,6 +81,15 @@ struct Args {
     /// Serve --listen without a token. Anyone who can reach the port controls fi.
     #[arg(long)]
     insecure_no_token: bool,
+
+    /// The store of explorations and their reports (SQLite; created with its directory).
+    #[arg(long, env = "FI_STORE", value_name = "PATH", default_value = DEFAULT_STORE)]
+    store: PathBuf,
+
+    /// Allow explorations over --listen. They run the test command as root, so a token
+    /// holder could run any command: off unless asked.
+    #[arg(long)]
+    tcp_explore: bool,
 
     /// A TOML configuration file (see docs/ARCHITECTURE.md). Flags and environment
     /// variables override it.
@@ -165,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|h| h.to_ascii_lowercase())
         .collect();
     let requests = Arc::new(Mutex::new(RequestLog::new(
-        cgroup_fs::CgroupIndex::new(mount),
+        cgroup_fs::CgroupIndex::new(mount.clone()),
         capture.clone(),
     )));
     let ring = dataplane.take_events()?;
@@ -192,12 +203,21 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let store = Store::open(&args.store)
+        .with_context(|| format!("opening the store (--store {:?})", args.store))?;
+    let runtime_dir = args
+        .socket
+        .parent()
+        .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned);
+    sweep_explore_cgroups(&mount);
     let daemon = Arc::new(Daemon::new(
         dataplane,
         targets,
         rules,
         Arc::clone(&requests),
         capture,
+        Explorer::new(store, runtime_dir),
+        args.tcp_explore,
     ));
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
     tokio::spawn(expire_rules(Arc::clone(&daemon)));
@@ -251,6 +271,12 @@ fn args() -> anyhow::Result<Args> {
         file.capture_headers,
     );
     config::merge(&mut args.socket, from_user("socket"), file.socket);
+    config::merge(&mut args.store, from_user("store"), file.store);
+    config::merge(
+        &mut args.tcp_explore,
+        from_user("tcp_explore"),
+        file.tcp_explore,
+    );
     config::merge(&mut args.listen, from_user("listen"), file.listen.map(Some));
     config::merge(
         &mut args.token_file,
@@ -290,5 +316,30 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = int.recv() => info!("SIGINT: shutting down"),
         _ = term.recv() => info!("SIGTERM: shutting down"),
+    }
+}
+
+/// Removes the test cgroups an earlier daemon left (killed while exploring), after
+/// killing what still runs in them.
+fn sweep_explore_cgroups(mount: &Path) {
+    let Ok(entries) = std::fs::read_dir(mount) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("fi.explore-")
+        {
+            let dir = entry.path();
+            let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() {
+                    info!(cgroup = %dir.display(), "removed a test cgroup left by an earlier daemon");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
     }
 }

@@ -10,6 +10,9 @@ use fi_daemon::{
     render,
 };
 
+#[path = "fictl/explore.rs"]
+mod explore;
+
 /// Control fi-daemon: see and break HTTP requests of containers.
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +80,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Explore: run a functional test under every fault on every request it causes.
+    #[command(subcommand)]
+    Explore(explore::ExploreCommand),
     /// Show the call graph: which container calls which destination, how often, how it went.
     Graph {
         /// Output format (--json is the same as --format json).
@@ -175,8 +181,12 @@ mod exit {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match &cli.command {
+        Command::Explore(cmd) => explore::run(&cli, cmd).await,
+        _ => run(&cli).await.map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = if let Some(status) = err.downcast_ref::<tonic::Status>() {
                 eprintln!("fictl: {}", status.message());
@@ -249,6 +259,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules(cmd) => rules(cli, cmd).await,
+        Command::Explore(_) => anyhow::bail!("internal error: explore is dispatched by main"),
         Command::Stop => {
             let mut client = client::rules(cli.target()?).await?;
             let removed = client

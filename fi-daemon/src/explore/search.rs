@@ -1,6 +1,6 @@
 //! The search: which plan to run next, Filibuster-style, with dynamic reduction.
 //!
-//! Pure logic, no I/O: the runner asks [`Search::next`] for a plan, runs the test under
+//! Pure logic, no I/O: the runner asks [`Search::next_step`] for a plan, runs the test under
 //! it, and hands the requests it saw back with [`Search::record`].
 //!
 //! - The reference run (no fault) finds the call sites; each gets one execution per fault
@@ -100,7 +100,7 @@ impl Search {
     }
 
     /// The next plan to run or prune; `None` when done (or at `max_executions`).
-    pub fn next(&mut self) -> Option<Next> {
+    pub fn next_step(&mut self) -> Option<Next> {
         if !self.started {
             self.started = true;
             self.known.insert(Plan::default());

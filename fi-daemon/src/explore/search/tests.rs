@@ -146,7 +146,7 @@ fn explore(system: &System, faults: &[FaultSpec], reduction: bool, max: u32) -> 
         order: Vec::new(),
     };
     let mut number = 0;
-    while let Some(next) = search.next() {
+    while let Some(next) = search.next_step() {
         match next {
             Next::Run(plan) => {
                 let (outcome, calls) = system.run(&plan);
@@ -298,7 +298,7 @@ fn max_executions_stops_the_search() {
         trusts_direct_503: true,
     };
     let mut runs = 0;
-    while let Some(Next::Run(plan)) = search.next() {
+    while let Some(Next::Run(plan)) = search.next_step() {
         let (outcome, calls) = system.run(&plan);
         search.record(&plan, runs, &outcome, &calls);
         runs += 1;
@@ -326,11 +326,11 @@ fn a_post_repeated_after_a_lost_response_is_noted() {
         parent: None,
         injected: None,
     };
-    let Some(Next::Run(reference)) = search.next() else {
+    let Some(Next::Run(reference)) = search.next_step() else {
         panic!("no reference run")
     };
-    search.record(&reference, 0, &Outcome::Passed, &[reference_call.clone()]);
-    let Some(Next::Run(lost)) = search.next() else {
+    search.record(&reference, 0, &Outcome::Passed, std::slice::from_ref(&reference_call));
+    let Some(Next::Run(lost)) = search.next_step() else {
         panic!("no faulted run")
     };
     let retry = SiteCall {

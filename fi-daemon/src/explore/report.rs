@@ -1,0 +1,475 @@
+//! Reports of an exploration: JSON (for scripts), a terminal table, and a self-contained
+//! HTML page with the call graph (each edge: which faults the test survived, which broke
+//! it) and the table of executions. Also the delta between two explorations.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+};
+
+use serde::Serialize;
+
+use super::model::{Execution, Outcome, Plan};
+use crate::store::Exploration;
+
+/// How a fault on an edge went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Survived,
+    Broke,
+}
+
+/// A failing plan with the command that runs it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub execution: u32,
+    pub plan: String,
+    pub outcome: String,
+    pub replay: String,
+    /// Pruned plans predicted to fail like the execution they are equivalent to.
+    pub predicted: bool,
+}
+
+/// One edge of the call graph: from a caller to a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeVerdicts {
+    pub source: String,
+    pub destination: String,
+    /// Endpoints seen on this edge ("POST /charge").
+    pub endpoints: Vec<String>,
+    /// Single-fault executions on this edge: fault -> verdicts (one per call site).
+    pub faults: BTreeMap<String, Vec<Verdict>>,
+}
+
+/// What the report says, before it is rendered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub runs: u32,
+    pub pruned: u32,
+    pub failures: Vec<Failure>,
+    pub edges: Vec<EdgeVerdicts>,
+    pub notes: Vec<String>,
+}
+
+/// The JSON report: the exploration, its summary, and every execution.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    exploration: &'a Exploration,
+    summary: Summary,
+}
+
+/// The id a replay takes: `EXPLORATION/EXECUTION`.
+pub fn execution_id(exploration: i64, execution: u32) -> String {
+    format!("{exploration}/{execution}")
+}
+
+/// Names the servers: an address is named after the source whose requests came from it
+/// (a service is a caller in one place and a server in another), else it stays ip:port.
+fn server_names(executions: &[Execution]) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    for e in executions {
+        for call in &e.calls {
+            if let Some(parent) = &call.parent {
+                names
+                    .entry(parent.destination.clone())
+                    .or_insert_with(|| call.site.source.clone());
+            }
+        }
+    }
+    names
+}
+
+pub fn summarize(x: &Exploration) -> Summary {
+    let id = x.row.id;
+    let by_plan: BTreeMap<&Plan, &Execution> = x
+        .executions
+        .iter()
+        .filter(|e| e.pruned.is_none())
+        .map(|e| (&e.plan, e))
+        .collect();
+    let mut failures = Vec::new();
+    let mut notes = Vec::new();
+    for e in &x.executions {
+        let predicted = e
+            .pruned
+            .as_ref()
+            .and_then(|p| by_plan.get(&p.equivalent))
+            .is_some_and(|eq| eq.outcome.is_failure());
+        if e.outcome.is_failure() || predicted {
+            let source = if predicted {
+                e.pruned
+                    .as_ref()
+                    .and_then(|p| by_plan.get(&p.equivalent))
+                    .map_or(e.number, |eq| eq.number)
+            } else {
+                e.number
+            };
+            failures.push(Failure {
+                execution: e.number,
+                plan: e.plan.to_string(),
+                outcome: if predicted {
+                    format!("predicted to fail like #{source}")
+                } else {
+                    super::runner::describe(&e.outcome)
+                },
+                replay: format!("fictl explore replay {}", execution_id(id, e.number)),
+                predicted,
+            });
+        }
+        for n in &e.notes {
+            if n.contains("non-idempotent") || n.contains("ended differently") {
+                notes.push(format!("#{}: {n}", e.number));
+            }
+        }
+    }
+    let names = server_names(&x.executions);
+    let name = |dest: &str| names.get(dest).cloned().unwrap_or_else(|| dest.to_owned());
+    let mut edges: BTreeMap<(String, String), EdgeVerdicts> = BTreeMap::new();
+    let reference = x.executions.iter().find(|e| e.plan.is_reference());
+    for e in x.executions.iter().chain(reference) {
+        for call in &e.calls {
+            let key = (call.site.source.clone(), name(&call.site.destination));
+            let edge = edges.entry(key.clone()).or_insert_with(|| EdgeVerdicts {
+                source: key.0.clone(),
+                destination: key.1.clone(),
+                endpoints: Vec::new(),
+                faults: BTreeMap::new(),
+            });
+            let endpoint = format!("{} {}", call.site.method, call.site.path);
+            if !edge.endpoints.contains(&endpoint) {
+                edge.endpoints.push(endpoint);
+            }
+        }
+    }
+    for e in &x.executions {
+        let [fault] = e.plan.0.as_slice() else {
+            continue;
+        };
+        let outcome = match (&e.outcome, &e.pruned) {
+            (Outcome::Pruned, Some(p)) => by_plan.get(&p.equivalent).map(|eq| &eq.outcome),
+            (o, _) => Some(o),
+        };
+        let Some(outcome) = outcome else { continue };
+        if matches!(outcome, Outcome::Interrupted | Outcome::Pruned) {
+            continue;
+        }
+        let key = (fault.site.source.clone(), name(&fault.site.destination));
+        if let Some(edge) = edges.get_mut(&key) {
+            edge.faults
+                .entry(fault.fault.to_string())
+                .or_default()
+                .push(if outcome.is_failure() {
+                    Verdict::Broke
+                } else {
+                    Verdict::Survived
+                });
+        }
+    }
+    Summary {
+        runs: x.executions.iter().filter(|e| e.pruned.is_none()).count() as u32,
+        pruned: x.executions.iter().filter(|e| e.pruned.is_some()).count() as u32,
+        failures,
+        edges: edges.into_values().collect(),
+        notes,
+    }
+}
+
+pub fn json(x: &Exploration) -> String {
+    serde_json::to_string_pretty(&JsonReport {
+        exploration: x,
+        summary: summarize(x),
+    })
+    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn edge_line(edge: &EdgeVerdicts) -> String {
+    let mut parts = Vec::new();
+    for (fault, verdicts) in &edge.faults {
+        let broke = verdicts.iter().filter(|v| **v == Verdict::Broke).count();
+        parts.push(if broke == 0 {
+            format!("{fault} ✓")
+        } else {
+            format!("{fault} ✗")
+        });
+    }
+    parts.join("  ")
+}
+
+/// The terminal report.
+pub fn text(x: &Exploration) -> String {
+    let s = summarize(x);
+    let mut out = String::new();
+    let c = &x.row.config;
+    let _ = writeln!(
+        out,
+        "exploration {}  {}  {} executions run, {} pruned, {} failing",
+        x.row.id,
+        x.row.status.as_str(),
+        s.runs,
+        s.pruned,
+        s.failures.len()
+    );
+    let _ = writeln!(out, "test: {}", c.command);
+    if let Some(err) = &x.row.error {
+        let _ = writeln!(out, "note: {err}");
+    }
+    let _ = writeln!(out, "\ncall graph (✓ survived, ✗ broke the test):");
+    for edge in &s.edges {
+        let _ = writeln!(
+            out,
+            "  {} → {}  [{}]  {}",
+            edge.source,
+            edge.destination,
+            edge.endpoints.join(", "),
+            edge_line(edge)
+        );
+    }
+    let _ = writeln!(out, "\nexecutions:");
+    let _ = writeln!(out, "  {:>4}  {:<12} {:>7}  plan", "#", "outcome", "ms");
+    for e in &x.executions {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<12} {:>7}  {}",
+            e.number,
+            e.outcome.label(),
+            e.duration_ms,
+            e.plan
+        );
+        if let Some(p) = &e.pruned {
+            let _ = writeln!(out, "        ↳ {}", p.reason);
+        }
+    }
+    if s.failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nno failing plan: the test survived every fault tried"
+        );
+    } else {
+        let _ = writeln!(out, "\nfailing plans ({}):", s.failures.len());
+        for f in &s.failures {
+            let _ = writeln!(
+                out,
+                "  #{:<4} {}\n        {}  →  {}",
+                f.execution, f.plan, f.outcome, f.replay
+            );
+        }
+    }
+    for n in &s.notes {
+        let _ = writeln!(out, "\n⚠ {n}");
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The call graph as SVG: nodes in columns by depth from the test, edges coloured red
+/// when a fault on them broke the test, green when it survived them all.
+fn svg(edges: &[EdgeVerdicts]) -> String {
+    let mut depth: BTreeMap<String, usize> = BTreeMap::new();
+    depth.insert(super::runner::TEST_SOURCE.to_owned(), 0);
+    for _ in 0..edges.len() + 1 {
+        for e in edges {
+            let d = depth.get(&e.source).copied().unwrap_or(0);
+            let entry = depth.entry(e.destination.clone()).or_insert(d + 1);
+            if *entry < d + 1 && *entry != 0 {
+                *entry = (d + 1).min(edges.len());
+            }
+        }
+    }
+    for e in edges {
+        depth.entry(e.source.clone()).or_insert(0);
+    }
+    let mut columns: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (node, d) in &depth {
+        columns.entry(*d).or_default().push(node.clone());
+    }
+    let (col_w, row_h, node_w, node_h) = (300.0, 110.0, 170.0, 44.0);
+    let rows = columns.values().map(Vec::len).max().unwrap_or(1) as f64;
+    let width = columns.len() as f64 * col_w + 40.0;
+    let height = rows * row_h + 40.0;
+    let mut pos: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (d, nodes) in &columns {
+        for (i, n) in nodes.iter().enumerate() {
+            pos.insert(
+                n.clone(),
+                (20.0 + *d as f64 * col_w, 20.0 + i as f64 * row_h),
+            );
+        }
+    }
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>"##
+    );
+    for e in edges {
+        let (Some(&(x1, y1)), Some(&(x2, y2))) = (pos.get(&e.source), pos.get(&e.destination))
+        else {
+            continue;
+        };
+        let broke = e.faults.values().flatten().any(|v| *v == Verdict::Broke);
+        let tried = !e.faults.is_empty();
+        let colour = match (tried, broke) {
+            (false, _) => "#888",
+            (true, true) => "#c62828",
+            (true, false) => "#2e7d32",
+        };
+        let (sx, sy) = (x1 + node_w, y1 + node_h / 2.0);
+        let (ex, ey) = (x2, y2 + node_h / 2.0);
+        let _ = write!(
+            svg,
+            r#"<line x1="{sx}" y1="{sy}" x2="{ex}" y2="{ey}" stroke="{colour}" stroke-width="3" marker-end="url(#arrow)"/>"#
+        );
+        let label = escape(&edge_line(e));
+        let (lx, ly) = ((sx + ex) / 2.0, (sy + ey) / 2.0 - 8.0);
+        let _ = write!(
+            svg,
+            r#"<text x="{lx}" y="{ly}" text-anchor="middle" fill="{colour}">{label}</text>"#
+        );
+    }
+    for (node, (x, y)) in &pos {
+        let _ = write!(
+            svg,
+            r##"<rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" rx="8" fill="#e3f2fd" stroke="#1565c0" stroke-width="2"/><text x="{}" y="{}" text-anchor="middle" font-size="14" font-weight="bold">{}</text>"##,
+            x + node_w / 2.0,
+            y + node_h / 2.0 + 5.0,
+            escape(node)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The HTML report: one file, no external resources.
+pub fn html(x: &Exploration) -> String {
+    let s = summarize(x);
+    let mut rows = String::new();
+    for e in &x.executions {
+        let class = if e.outcome.is_failure() {
+            "fail"
+        } else if e.pruned.is_some() {
+            "pruned"
+        } else {
+            "pass"
+        };
+        let mut detail = String::new();
+        if let Some(p) = &e.pruned {
+            detail.push_str(&escape(&p.reason));
+        }
+        for n in &e.notes {
+            let _ = write!(detail, "<div>{}</div>", escape(n));
+        }
+        let replay = if e.outcome.is_failure() {
+            format!(
+                "<code>fictl explore replay {}</code>",
+                execution_id(x.row.id, e.number)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{detail}{replay}</td></tr>",
+            e.number,
+            escape(&e.plan.to_string()),
+            e.outcome.label(),
+            e.duration_ms,
+            e.calls.len(),
+        );
+    }
+    let mut failures = String::new();
+    for f in &s.failures {
+        let _ = write!(
+            failures,
+            "<li><b>#{}</b> {} — {} — <code>{}</code></li>",
+            f.execution,
+            escape(&f.plan),
+            escape(&f.outcome),
+            escape(&f.replay)
+        );
+    }
+    if failures.is_empty() {
+        failures.push_str("<li>none: the test survived every fault tried</li>");
+    }
+    let notes: String = s
+        .notes
+        .iter()
+        .map(|n| format!("<li>{}</li>", escape(n)))
+        .collect();
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fi exploration {id}</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; width: 100%; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+tr.fail td {{ background: #ffebee; }} tr.pruned td {{ color: #777; }} tr.pass td {{ background: #f1f8e9; }}
+.graph {{ border: 1px solid #ddd; padding: 8px; overflow-x: auto; }}
+code {{ background: #eee; padding: 1px 4px; }}
+</style></head><body>
+<h1>fi exploration {id}</h1>
+<p>Test <code>{command}</code>, status <b>{status}</b>: {runs} executions run, {pruned} pruned, <b>{nfail} failing</b>.</p>
+<h2>Call graph</h2>
+<p>Each edge lists the faults injected on it: ✓ the test survived, ✗ it broke the test.</p>
+<div class="graph">{svg}</div>
+<h2>Failing plans</h2><ul>{failures}</ul>
+{notes_block}
+<h2>Executions</h2>
+<table><tr><th>#</th><th>plan</th><th>outcome</th><th>ms</th><th>requests</th><th>notes</th></tr>{rows}</table>
+</body></html>
+"#,
+        id = x.row.id,
+        command = escape(&x.row.config.command),
+        status = x.row.status.as_str(),
+        runs = s.runs,
+        pruned = s.pruned,
+        nfail = s.failures.len(),
+        svg = svg(&s.edges),
+        notes_block = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("<h2>Worth a look</h2><ul>{notes}</ul>")
+        },
+    )
+}
+
+/// The delta between two explorations, by plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// (plan, base execution, head execution); 0 when absent.
+    pub new_failures: Vec<(String, u32, u32)>,
+    pub fixed: Vec<(String, u32, u32)>,
+    pub still_failing: Vec<(String, u32, u32)>,
+    pub not_run: Vec<(String, u32, u32)>,
+    pub unchanged_passing: u32,
+}
+
+/// Compares by plan (call sites are the same across runs of the same test).
+pub fn diff(base: &Exploration, head: &Exploration) -> Diff {
+    let index = |x: &Exploration| -> BTreeMap<String, (u32, bool)> {
+        x.executions
+            .iter()
+            .filter(|e| !matches!(e.outcome, Outcome::Pruned | Outcome::Interrupted))
+            .map(|e| (e.plan.to_string(), (e.number, e.outcome.is_failure())))
+            .collect()
+    };
+    let (b, h) = (index(base), index(head));
+    let plans: BTreeSet<&String> = b.keys().chain(h.keys()).collect();
+    let mut d = Diff::default();
+    for plan in plans {
+        match (b.get(plan), h.get(plan)) {
+            (Some(&(bn, true)), Some(&(hn, true))) => d.still_failing.push((plan.clone(), bn, hn)),
+            (Some(&(bn, true)), Some(&(hn, false))) => d.fixed.push((plan.clone(), bn, hn)),
+            (Some(&(bn, true)), None) => d.not_run.push((plan.clone(), bn, 0)),
+            (Some(&(bn, false)), Some(&(hn, true))) => d.new_failures.push((plan.clone(), bn, hn)),
+            (None, Some(&(hn, true))) => d.new_failures.push((plan.clone(), 0, hn)),
+            (Some((_, false)), Some((_, false))) => d.unchanged_passing += 1,
+            _ => {}
+        }
+    }
+    d
+}
