@@ -270,6 +270,11 @@ impl CgroupIndex {
         &self.mount
     }
 
+    /// Makes a cgroup known now (one just created), without waiting for a rescan.
+    pub fn insert(&mut self, id: u64, path: String) {
+        self.by_id.insert(id, path);
+    }
+
     /// The cgroup's path relative to the mount, or `cgroup:<id>` if it is gone.
     pub fn path_of(&mut self, id: u64) -> String {
         if let Some(path) = self.by_id.get(&id) {

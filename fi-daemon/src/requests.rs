@@ -159,6 +159,12 @@ impl RequestLog {
         self.decode_errors
     }
 
+    /// Names a cgroup created after the last scan (a test's cgroup), so that its first
+    /// requests are attributed by path.
+    pub fn register_cgroup(&mut self, id: u64, path: String) {
+        self.cgroups.insert(id, path);
+    }
+
     pub fn count_decode_error(&mut self) {
         self.decode_errors += 1;
     }

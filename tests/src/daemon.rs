@@ -42,8 +42,17 @@ impl Daemon {
         let socket = dir.join(format!("fi-test-{id}.sock"));
         let log = dir.join(format!("fi-test-{id}.log"));
         let log_file = File::create(&log).expect("creating the daemon's log file");
+        // A store of its own (fresh) unless the test names one (to read it again later).
+        let mut args = args.to_vec();
+        if !args.iter().any(|a| a.starts_with("--store")) {
+            let store = dir.join(format!("fi-test-{id}.db"));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+            }
+            args.push(format!("--store={}", store.display()));
+        }
         let child = Command::new(bin_path("fi-daemon"))
-            .args(args)
+            .args(&args)
             .arg("--cgroup")
             .arg(cgroup)
             .arg("--socket")

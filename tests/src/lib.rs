@@ -8,6 +8,7 @@
 
 pub mod clients;
 pub mod daemon;
+pub mod example;
 pub mod kernel_view;
 pub mod net;
 pub mod packet;

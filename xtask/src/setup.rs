@@ -29,6 +29,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-requests",
         "Python requests, a real HTTP client in tests",
     ),
+    (
+        "chromium",
+        "headless browser: a test renders the HTML exploration report to a PNG",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -209,14 +209,14 @@ async fn main() -> anyhow::Result<()> {
         .socket
         .parent()
         .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned);
-    sweep_explore_cgroups(&mount);
+    sweep_explore_cgroups(&cgroup);
     let daemon = Arc::new(Daemon::new(
         dataplane,
         targets,
         rules,
         Arc::clone(&requests),
         capture,
-        Explorer::new(store, runtime_dir),
+        Explorer::new(store, runtime_dir, cgroup.clone()),
         args.tcp_explore,
     ));
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));

@@ -108,14 +108,18 @@ pub struct Explorer {
     pub running: Mutex<Option<Arc<Running>>>,
     /// Where FI_INJECTED_FAULTS files live.
     pub runtime_dir: PathBuf,
+    /// Where test cgroups are made (absolute): the sock_ops cgroup, so that the test's
+    /// connections are attributed.
+    pub cgroup_parent: PathBuf,
 }
 
 impl Explorer {
-    pub fn new(store: Store, runtime_dir: PathBuf) -> Explorer {
+    pub fn new(store: Store, runtime_dir: PathBuf, cgroup_parent: PathBuf) -> Explorer {
         Explorer {
             store: Mutex::new(store),
             running: Mutex::new(None),
             runtime_dir,
+            cgroup_parent,
         }
     }
 }
@@ -247,14 +251,21 @@ impl Run {
         targets: Vec<TargetInfo>,
     ) -> Result<Run, ExploreError> {
         let id = running.id;
-        let rel = format!("fi.explore-{id}");
         let mount = daemon
             .targets
             .lock()
             .map_err(|_| poisoned())?
             .mount()
             .to_owned();
-        let test_cgroup = mount.join(&rel);
+        // Below the sock_ops cgroup, so that the test's connections are attributed.
+        let test_cgroup = daemon
+            .explorer
+            .cgroup_parent
+            .join(format!("fi.explore-{id}"));
+        let rel = test_cgroup
+            .strip_prefix(&mount)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_else(|_| test_cgroup.display().to_string());
         std::fs::create_dir_all(&test_cgroup).map_err(|source| ExploreError::Cgroup {
             path: test_cgroup.clone(),
             source,
@@ -286,6 +297,13 @@ impl Run {
                     field: "targets",
                     reason: e.to_string(),
                 })?;
+                if let Ok(mut log) = daemon.requests.lock() {
+                    log.register_cgroup(info.cgroup_id, info.cgroup.clone());
+                }
+                if run.leases.is_empty() {
+                    // The test's cgroup as the registry spells cgroup paths.
+                    run.sources[0].0 = info.cgroup.clone();
+                }
                 run.leases.push(info.cgroup_id);
             }
         }

@@ -60,8 +60,8 @@ pub struct RunArgs {
     targets: Vec<String>,
     /// The fault set, comma-separated: reset, timeout, abort<STATUS>, delay<DURATION>,
     /// response-lost, and `default` (reset, timeout, abort500, abort503).
-    #[arg(long, default_value = "default", value_parser = FaultSpec::parse_set)]
-    faults: Vec<FaultSpec>,
+    #[arg(long, default_value = "default", value_parser = parse_fault_set)]
+    faults: FaultSet,
     /// Executions at most, the reference run included.
     #[arg(long, value_name = "N", default_value_t = 500)]
     max_executions: u32,
@@ -85,6 +85,14 @@ pub struct RunArgs {
     /// exit status 0 means it passed.
     #[arg(last = true, required = true, value_name = "TEST_COMMAND")]
     command: Vec<String>,
+}
+
+/// A parsed `--faults` (one argument, several faults).
+#[derive(Debug, Clone)]
+pub struct FaultSet(Vec<FaultSpec>);
+
+fn parse_fault_set(text: &str) -> Result<FaultSet, String> {
+    FaultSpec::parse_set(text).map(FaultSet)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,7 +212,8 @@ async fn follow(
                 e.plan
             );
             if cli.json {
-                println!(
+                // Standard output is for the report; progress goes to standard error.
+                eprintln!(
                     "{}",
                     serde_json::json!({
                         "exploration": p.exploration_id, "execution": e.number,
@@ -285,7 +294,7 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("the current directory: {e}"))?;
             let request = api::StartExplorationRequest {
                 targets: a.targets.clone(),
-                faults: a.faults.iter().map(api_fault).collect(),
+                faults: a.faults.0.iter().map(api_fault).collect(),
                 command: shell_join(&a.command),
                 reset_command: a.reset.clone().unwrap_or_default(),
                 working_dir: cwd.display().to_string(),

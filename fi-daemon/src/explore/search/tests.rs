@@ -329,7 +329,12 @@ fn a_post_repeated_after_a_lost_response_is_noted() {
     let Some(Next::Run(reference)) = search.next_step() else {
         panic!("no reference run")
     };
-    search.record(&reference, 0, &Outcome::Passed, std::slice::from_ref(&reference_call));
+    search.record(
+        &reference,
+        0,
+        &Outcome::Passed,
+        std::slice::from_ref(&reference_call),
+    );
     let Some(Next::Run(lost)) = search.next_step() else {
         panic!("no faulted run")
     };

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The shop's functional test: one checkout, charged exactly once.
+
+Usage: functional_test.py FRONTEND_ADDR PAYMENTS_ADDR   (ip:port each)
+
+Written the way Filibuster asks tests to be written: when fi injected a fault into one
+of this test's *own* requests, an error is the correct outcome, and the test says so
+instead of failing. It learns that from the file named by FI_INJECTED_FAULTS, which
+fi-daemon keeps current during each execution (one JSON object per line).
+"""
+import json
+import os
+import sys
+import time
+
+import requests
+
+FRONTEND, PAYMENTS = sys.argv[1], sys.argv[2]
+ORDER = "{}-{}-{}".format(
+    os.environ.get("FI_EXPLORATION_ID", "0"), os.environ.get("FI_EXECUTION", "0"), os.getpid()
+)
+
+
+def injected():
+    path = os.environ.get("FI_INJECTED_FAULTS")
+    if not path:
+        return []
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def fault_on_my_request(destination):
+    """Whether fi injected a fault into a request of this test to `destination`.
+
+    The daemon writes the line when the kernel reports the injection, which can trail
+    the error this process saw by a moment: look for up to a second."""
+    for _ in range(20):
+        for fault in injected():
+            if fault["source"] == "test" and fault["destination"] == destination:
+                print("fi injected {} on my request to {}: an error is expected".format(
+                    fault["fault"], destination))
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def call(method, destination, path):
+    """The response, or None when the error is explained by a fault on this request."""
+    try:
+        response = requests.request(method, "http://{}{}".format(destination, path), timeout=5)
+    except requests.RequestException as error:
+        if fault_on_my_request(destination):
+            return None
+        sys.exit("FAIL: {} {}: {}".format(method, path, error))
+    if response.status_code != 200:
+        if fault_on_my_request(destination):
+            return None
+        sys.exit("FAIL: {} {} answered {}: {}".format(
+            method, path, response.status_code, response.text.strip()))
+    return response
+
+
+checkout = call("POST", FRONTEND, "/checkout?order=" + ORDER)
+if checkout is None:
+    sys.exit(0)
+print("checkout:", checkout.text.strip())
+charges = call("GET", PAYMENTS, "/processed?order=" + ORDER)
+if charges is None:
+    sys.exit(0)
+if charges.text.strip() != "1":
+    sys.exit("FAIL: order {} was charged {} times (expected exactly once)".format(
+        ORDER, charges.text.strip()))
+print("PASS: order {} charged once".format(ORDER))

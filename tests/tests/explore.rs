@@ -1,0 +1,481 @@
+//! Exploration against the bundled example services (examples/shop/README.md), end to
+//! end: real services in lab containers, the daemon running the functional test under
+//! every fault, fictl reading the reports.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use fi_tests::{Daemon, Lab, example::Example};
+use serde_json::Value;
+
+/// A daemon that follows the lab's veths, once it is attached to the example's.
+fn start_daemon(lab: &Lab, example: &Example, extra: &[String]) -> Daemon {
+    let mut args = vec![
+        "--iface=".to_owned(),
+        format!("--veth-prefix=fv{}", lab.id()),
+    ];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &args);
+    let veths: Vec<&str> = example
+        .services
+        .iter()
+        .map(|s| s.container.host_veth.as_str())
+        .chain([example.client.host_veth.as_str()])
+        .collect();
+    daemon.wait_attached(&veths);
+    daemon
+}
+
+/// Runs fictl; panics with its output unless the exit status is one of `codes`.
+fn fictl(daemon: &Daemon, args: &[&str], codes: &[i32]) -> String {
+    let out = daemon.fictl_command(args).output().expect("running fictl");
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        codes.contains(&code),
+        "fictl {args:?} exited {code}\nstdout:\n{stdout}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    stdout
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
+}
+
+/// Runs an exploration to its end with `fictl explore run --json`: the JSON report.
+fn explore(daemon: &Daemon, example: &Example, test: &str, options: &[&str]) -> Value {
+    let mut args = vec!["--json", "explore", "run", "--run-timeout", "30s"];
+    let targets = example.target_args();
+    args.extend(targets.iter().map(String::as_str));
+    args.extend_from_slice(options);
+    args.push("--");
+    args.push(test);
+    // 1: some plan broke the test (the examples are built so that some do).
+    json(&fictl(daemon, &args, &[0, 1]))
+}
+
+/// A fault on one call site, by the names a reader uses.
+fn describe_single(e: &Value) -> Option<(String, String, String, u64, String)> {
+    let plan = e["plan"].as_array()?;
+    let [fault] = plan.as_slice() else {
+        return None;
+    };
+    let site = &fault["site"];
+    Some((
+        site["source"].as_str()?.to_owned(),
+        format!("{} {}", site["method"].as_str()?, site["path"].as_str()?),
+        site["destination"].as_str()?.to_owned(),
+        site["index"].as_u64()?,
+        fault_name(&fault["fault"]),
+    ))
+}
+
+fn fault_name(f: &Value) -> String {
+    match f["kind"].as_str().unwrap_or("?") {
+        "abort" => format!("abort{}", f["status"]),
+        other => other.to_owned(),
+    }
+}
+
+fn failed(e: &Value) -> bool {
+    matches!(
+        e["outcome"]["kind"].as_str(),
+        Some("failed" | "timed-out" | "error")
+    )
+}
+
+#[test]
+fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them() {
+    let lab = Lab::new();
+    let shop = Example::shop(&lab);
+    let store = std::env::temp_dir().join(format!("fi-test-{}-kept.db", lab.id()));
+    let store_arg = format!("--store={}", store.display());
+    let daemon = start_daemon(&lab, &shop, std::slice::from_ref(&store_arg));
+    let report = explore(
+        &daemon,
+        &shop,
+        &shop.shop_test(),
+        &["--faults", "default,response-lost"],
+    );
+    assert_eq!(report["status"], "finished", "{report:#}");
+    let id = report["id"].as_i64().expect("exploration id");
+    let executions = report["executions"].as_array().expect("executions");
+    assert_eq!(executions[0]["outcome"]["kind"], "passed", "reference run");
+
+    // What examples/shop/README.md says a correct exploration finds, per endpoint: the
+    // faults (of reset, timeout, abort500, abort503, response-lost) that break the test.
+    let frontend = shop.service("frontend").url();
+    let payments = shop.service("payments").url();
+    let inventory = shop.service("inventory").url();
+    let all = ["abort500", "abort503", "reset", "response-lost", "timeout"];
+    let expected: BTreeMap<(&str, &str, String, u64), Vec<&str>> = [
+        (("test", "POST /checkout", frontend.clone(), 0), vec![]),
+        (("test", "GET /processed", payments.clone(), 0), vec![]),
+        (
+            ("frontend", "GET /recs", shop.service("recommend").url(), 0),
+            vec![],
+        ),
+        (
+            ("frontend", "GET /stock/{id}", inventory.clone(), 0),
+            all.to_vec(),
+        ),
+        (
+            (
+                "inventory",
+                "GET /level/{id}",
+                shop.service("warehouse").url(),
+                0,
+            ),
+            all.to_vec(),
+        ),
+        (
+            ("frontend", "POST /charge", payments.clone(), 0),
+            vec!["response-lost"],
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut found: BTreeMap<(String, String, String, u64), Vec<String>> = BTreeMap::new();
+    for e in executions {
+        if let Some((source, endpoint, dest, index, fault)) = describe_single(e) {
+            let broke = found.entry((source, endpoint, dest, index)).or_default();
+            if failed(e) {
+                broke.push(fault);
+            }
+        }
+    }
+    let found: BTreeMap<(String, String, String, u64), Vec<String>> = found
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort();
+            (k, v)
+        })
+        .collect();
+    let expected: BTreeMap<(String, String, String, u64), Vec<String>> = expected
+        .into_iter()
+        .map(|((s, e, d, i), v)| {
+            (
+                (s.to_owned(), e.to_owned(), d, i),
+                v.into_iter().map(str::to_owned).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected, "single faults that broke the test");
+
+    // The retry: every pair of faults on the charge and its retry breaks the checkout.
+    let pairs: Vec<&Value> = executions
+        .iter()
+        .filter(|e| e["plan"].as_array().is_some_and(|p| p.len() == 2))
+        .collect();
+    assert_eq!(pairs.len(), 25, "5 faults on the charge x 5 on its retry");
+    assert!(
+        pairs.iter().all(|e| failed(e)),
+        "a failed retry breaks the checkout"
+    );
+    // The double execution under response lost is named as such.
+    let lost = executions
+        .iter()
+        .find(|e| {
+            describe_single(e).is_some_and(|(s, ep, _, _, f)| {
+                s == "frontend" && ep == "POST /charge" && f == "response-lost"
+            })
+        })
+        .expect("response-lost on the charge was tried");
+    let notes = lost["notes"].to_string();
+    assert!(notes.contains("non-idempotent"), "{notes}");
+    assert!(
+        lost["output_tail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("charged 2 times"),
+        "{lost:#}"
+    );
+    // Each failure comes with its replay command; replay reproduces it.
+    let failures = report["summary"]["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 4 + 5 + 5 + 1 + 25, "{failures:#?}");
+    let singles: Vec<&Value> = failures
+        .iter()
+        .filter(|f| !f["plan"].as_str().unwrap_or("").contains(" + "))
+        .collect();
+    let pair = failures
+        .iter()
+        .find(|f| f["plan"].as_str().unwrap_or("").contains(" + "));
+    for f in singles.into_iter().chain(pair) {
+        let replay = f["replay"].as_str().expect("replay command");
+        let execution_id = replay.rsplit(' ').next().expect("an id");
+        assert_eq!(replay, format!("fictl explore replay {execution_id}"));
+        // Exit status 1: the test failed again.
+        let again = json(&fictl(
+            &daemon,
+            &["--json", "explore", "replay", execution_id],
+            &[1],
+        ));
+        assert_eq!(again["config"]["replay_of"][0], id);
+        let replayed = &again["executions"][0];
+        assert!(
+            failed(replayed),
+            "replay of {execution_id} passed: {replayed:#}"
+        );
+    }
+
+    // The faults injected are listed for past executions too.
+    let lost_number = lost["number"].as_u64().expect("number").to_string();
+    let injected = json(&fictl(
+        &daemon,
+        &[
+            "--json",
+            "explore",
+            "injected",
+            "--exploration",
+            &id.to_string(),
+            "--execution",
+            &lost_number,
+        ],
+        &[0],
+    ));
+    assert_eq!(
+        injected["faults"][0]["fault"], "response-lost",
+        "{injected:#}"
+    );
+
+    // The report survives a restart of the daemon, intact.
+    let before = fictl(
+        &daemon,
+        &["--json", "explore", "show", &id.to_string()],
+        &[0],
+    );
+    let listed = json(&fictl(&daemon, &["--json", "explore", "ls"], &[0]));
+    assert!(
+        listed.as_array().is_some_and(|l| l.len() >= 2),
+        "{listed:#}"
+    );
+    assert!(daemon.stop().success());
+    let daemon = start_daemon(&lab, &shop, std::slice::from_ref(&store_arg));
+    let after = fictl(
+        &daemon,
+        &["--json", "explore", "show", &id.to_string()],
+        &[0],
+    );
+    assert_eq!(json(&before), json(&after));
+    let text = fictl(&daemon, &["explore", "show", &id.to_string()], &[0]);
+    assert!(text.contains("failing plans (40)"), "{text}");
+    drop(daemon);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+    }
+}
+
+/// The plans of a report that failed, or that reduction predicts to fail.
+fn failing_plans(report: &Value) -> std::collections::BTreeSet<String> {
+    report["summary"]["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["plan"].as_str().expect("plan").to_owned())
+        .collect()
+}
+
+#[test]
+fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failures() {
+    let lab = Lab::new();
+    let mut deep = Example::deep(&lab);
+    let daemon = start_daemon(&lab, &deep, &[]);
+    let faults = ["--faults", "reset,abort503"];
+    let reduced = explore(&daemon, &deep, &deep.deep_test(), &faults);
+    let mut options = faults.to_vec();
+    options.push("--no-reduction");
+    let full = explore(&daemon, &deep, &deep.deep_test(), &options);
+    let runs = |r: &Value| r["summary"]["runs"].as_u64().expect("runs");
+    let pruned = |r: &Value| r["summary"]["pruned"].as_u64().expect("pruned");
+    println!(
+        "deep example, faults reset+abort503: {} executions without reduction, {} with \
+         reduction ({} pruned)",
+        runs(&full),
+        runs(&reduced),
+        pruned(&reduced)
+    );
+    assert_eq!(pruned(&full), 0);
+    assert!(runs(&reduced) < runs(&full));
+    assert_eq!(runs(&reduced) + pruned(&reduced), runs(&full));
+    assert_eq!(failing_plans(&reduced), failing_plans(&full));
+    // Every pruned execution says why.
+    for e in reduced["executions"].as_array().expect("executions") {
+        if e["outcome"]["kind"] == "pruned" {
+            let reason = e["pruned"]["reason"].as_str().unwrap_or("");
+            assert!(reason.starts_with("equivalent to ["), "{e:#}");
+        }
+    }
+
+    // The HTML report, rendered by a real browser: the call graph is drawn with red
+    // (broke the test) and green (survived) edges.
+    let id = reduced["id"].as_i64().expect("id").to_string();
+    let dir = std::env::temp_dir().join(format!("fi-test-{}-html", lab.id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let html = dir.join("report.html");
+    let png = dir.join("report.png");
+    fictl(
+        &daemon,
+        &[
+            "explore",
+            "show",
+            &id,
+            "--format",
+            "html",
+            "--output",
+            html.to_str().expect("utf-8"),
+        ],
+        &[0],
+    );
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(page.contains("<svg") && page.contains("gateway") && page.contains("orders"));
+    screenshot(&html, &png);
+    let (red, green) = colour_pixels(&png);
+    assert!(
+        red > 200 && green > 200,
+        "graph edges drawn: {red} red, {green} green pixels"
+    );
+    std::fs::remove_dir_all(&dir).expect("removing the temp dir");
+
+    // The delta: with the cache gone, the fallback no longer saves the page.
+    let cache = deep
+        .services
+        .iter()
+        .position(|s| s.container.name == "cache")
+        .expect("cache");
+    deep.services.remove(cache);
+    let after = explore(&daemon, &deep, &deep.deep_test(), &faults);
+    let (a, b) = (id, after["id"].as_i64().expect("id").to_string());
+    let diff = json(&fictl(
+        &daemon,
+        &["--json", "explore", "diff", &a, &b],
+        &[1],
+    ));
+    let new: Vec<&str> = diff["new_failures"]
+        .as_array()
+        .expect("new failures")
+        .iter()
+        .filter_map(|c| c["plan"].as_str())
+        .collect();
+    assert!(
+        new.iter()
+            .any(|p| p.starts_with("abort503 on gateway → GET") && p.ends_with("/orders")),
+        "{diff:#}"
+    );
+    assert!(
+        diff["fixed"].as_array().is_some_and(Vec::is_empty),
+        "{diff:#}"
+    );
+    assert!(!diff["still_failing"].as_array().expect("still").is_empty());
+}
+
+/// Headless Chromium (Debian's `chromium`) renders a page to a PNG.
+fn screenshot(html: &std::path::Path, png: &std::path::Path) {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,700",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("running chromium (cargo xtask setup installs it)");
+    assert!(
+        out.status.success() && png.exists(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Counts reddish and greenish pixels of a PNG (decoded by Python's zlib: no image crate
+/// for one test).
+fn colour_pixels(png: &std::path::Path) -> (u64, u64) {
+    let script = fi_tests::fixture("png_colours.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(png)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut numbers = text
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(0));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+}
+
+#[test]
+fn a_daemon_killed_mid_exploration_leaves_a_consistent_store() {
+    let lab = Lab::new();
+    let deep = Example::deep(&lab);
+    let store = std::env::temp_dir().join(format!("fi-test-{}-sigkill.db", lab.id()));
+    let store_arg = format!("--store={}", store.display());
+    let daemon = start_daemon(&lab, &deep, std::slice::from_ref(&store_arg));
+    let mut args = vec!["--json", "explore", "run", "--detach", "--no-reduction"];
+    let targets = deep.target_args();
+    args.extend(targets.iter().map(String::as_str));
+    let test = deep.deep_test();
+    args.extend(["--", &test]);
+    let started = json(&fictl(&daemon, &args, &[0]));
+    let id = started["exploration"].as_i64().expect("id");
+    // Wait for a few executions, then kill the daemon in the middle of the next.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let list = json(&fictl(&daemon, &["--json", "explore", "ls"], &[0]));
+        let n = list[0]["executions"].as_u64().unwrap_or(0);
+        if n >= 4 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {list:#}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!daemon.kill().success());
+    let test_cgroup: PathBuf = lab.cgroup().join(format!("fi.explore-{id}"));
+    let daemon = start_daemon(&lab, &deep, std::slice::from_ref(&store_arg));
+    assert!(
+        !test_cgroup.exists(),
+        "the new daemon removes the dead one's test cgroup"
+    );
+    let report = json(&fictl(
+        &daemon,
+        &["--json", "explore", "show", &id.to_string()],
+        &[0],
+    ));
+    assert_eq!(report["status"], "interrupted", "{report:#}");
+    let kept = report["executions"].as_array().expect("executions");
+    assert!(
+        kept.len() as u64 >= done,
+        "{} kept, {done} were done",
+        kept.len()
+    );
+    for (i, e) in kept.iter().enumerate() {
+        assert_eq!(
+            e["number"].as_u64(),
+            Some(i as u64),
+            "numbered without gaps"
+        );
+        assert!(e["outcome"]["kind"].is_string());
+    }
+    // No rule survives its daemon.
+    let rules = json(&fictl(&daemon, &["--json", "rules", "ls"], &[0]));
+    assert_eq!(rules, Value::Array(Vec::new()));
+    drop(daemon);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+    }
+}
