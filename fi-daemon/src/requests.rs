@@ -159,6 +159,12 @@ impl RequestLog {
         self.decode_errors
     }
 
+    /// Requests still waiting for a response or for their connection to close (a
+    /// blackholed request stays here until its connection dies, which can take minutes).
+    pub fn pending_requests(&self) -> Vec<ObservedRequest> {
+        self.pending.values().cloned().collect()
+    }
+
     /// Names a cgroup created after the last scan (a test's cgroup), so that its first
     /// requests are attributed by path.
     pub fn register_cgroup(&mut self, id: u64, path: String) {

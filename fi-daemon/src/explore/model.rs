@@ -6,6 +6,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The source label of the test command's own requests.
+pub const TEST_SOURCE: &str = "test";
+
 /// Where a request comes from in the program: the same call in every run of the test.
 ///
 /// Identity is (source, destination, method, normalized path, occurrence index): the

@@ -28,8 +28,7 @@ use crate::{
     targets::{TargetInfo, Targets},
 };
 
-/// The label of the test command's own requests.
-pub const TEST_SOURCE: &str = "test";
+pub use super::model::TEST_SOURCE;
 /// How long events may trail the test's exit (ring buffer, response pairing).
 const SETTLE: Duration = Duration::from_millis(250);
 /// Output kept per execution.
@@ -548,22 +547,32 @@ impl Run {
             }
         }
         self.uninstall(&rules);
-        let mut seen = Vec::new();
+        // Requests without an answer yet (a blackholed one waits for its connection to
+        // die) count as unanswered; then those that completed.
+        let mut requests: Vec<ObservedRequest> = self
+            .daemon
+            .requests
+            .lock()
+            .map(|log| log.pending_requests())
+            .unwrap_or_default();
         let mut lagged = 0;
         loop {
             match completed.try_recv() {
-                Ok(request) => {
-                    if request.start + Duration::from_millis(5) < wall_start {
-                        continue;
-                    }
-                    if let Some(s) = self.seen(&request, &rules, wall_start) {
-                        seen.push(s);
-                    }
-                }
+                Ok(request) => requests.push((*request).clone()),
                 Err(broadcast::error::TryRecvError::Lagged(n)) => lagged += n,
                 Err(_) => break,
             }
         }
+        // A request may have completed after the pending snapshot: keep its last state.
+        let mut by_id = std::collections::BTreeMap::new();
+        for r in requests {
+            by_id.insert(r.id, r);
+        }
+        let seen: Vec<Seen> = by_id
+            .values()
+            .filter(|r| r.start + Duration::from_millis(5) >= wall_start)
+            .filter_map(|r| self.seen(r, &rules, wall_start))
+            .collect();
         if lagged > 0 {
             execution.notes.push(format!(
                 "{lagged} requests were not recorded (the daemon's buffer overflowed)"
