@@ -36,8 +36,8 @@ def fault_on_my_request(destination):
     """Whether fi injected a fault into a request of this test to `destination`.
 
     The daemon writes the line when the kernel reports the injection, which can trail
-    the error this process saw by a moment: look for up to a second."""
-    for _ in range(20):
+    the error this process saw by a moment: look for up to half a second."""
+    for _ in range(10):
         for fault in injected():
             if fault["source"] == "test" and fault["destination"] == destination:
                 print("fi injected {} on my request to {}: an error is expected".format(

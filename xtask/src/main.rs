@@ -44,6 +44,11 @@ enum Task {
         #[arg(long)]
         short: bool,
     },
+    /// The demo: set up, build, start the example services in test containers and
+    /// fi-daemon, watch requests, inject one fault, explore the example's functional
+    /// test, print the findings and the HTML report's path, and remove everything (also
+    /// on Ctrl-C). Needs root.
+    Demo,
     /// Build, then run fi-daemon in the foreground (needs root). Ctrl-C stops it.
     Run {
         #[arg(long)]
@@ -63,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => tasks::lint(),
         Task::Bench { short } => tasks::bench(short),
         Task::Run { release, args } => tasks::run(release, &args),
+        Task::Demo => tasks::demo(),
     }
 }

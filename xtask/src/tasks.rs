@@ -95,3 +95,24 @@ pub fn bench(short: bool) -> anyhow::Result<()> {
             .arg(&out),
     )
 }
+
+/// The demo: set-up if needed, build, then the example shop explored end to end
+/// (tests/src/bin/fi-demo.rs). Its report goes to target/fi-demo/report.html.
+pub fn demo() -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let bin_dir = build(false)?;
+    let report_dir = cmd::workspace_root().join("target/fi-demo");
+    // Ctrl-C goes to the whole terminal group: the demo cleans up and exits on its own;
+    // this process waits for it rather than leaving it behind.
+    // SAFETY: ignoring a signal has no memory-safety conditions.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let result = cmd::run(
+        Command::new(bin_dir.join("fi-demo"))
+            .env("FI_BIN_DIR", &bin_dir)
+            .arg("--report-dir")
+            .arg(&report_dir),
+    );
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    result
+}

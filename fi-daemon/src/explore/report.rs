@@ -67,8 +67,19 @@ pub fn execution_id(exploration: i64, execution: u32) -> String {
 
 /// Names the servers: an address is named after the source whose requests came from it
 /// (a service is a caller in one place and a server in another), else it stays ip:port.
-fn server_names(executions: &[Execution]) -> BTreeMap<String, String> {
+fn server_names(
+    executions: &[Execution],
+    graph: Option<&serde_json::Value>,
+) -> BTreeMap<String, String> {
     let mut names = BTreeMap::new();
+    // The addresses of each target, as the daemon read them when the exploration began.
+    if let Some(known) = graph.and_then(|g| g["names"].as_object()) {
+        for (ip, name) in known {
+            if let Some(name) = name.as_str() {
+                names.insert(ip.clone(), name.to_owned());
+            }
+        }
+    }
     for e in executions {
         for call in &e.calls {
             if let Some(parent) = &call.parent {
@@ -119,13 +130,24 @@ pub fn summarize(x: &Exploration) -> Summary {
             });
         }
         for n in &e.notes {
-            if n.contains("non-idempotent") || n.contains("ended differently") {
+            if (n.contains("non-idempotent") || n.contains("ended differently"))
+                && !notes.iter().any(|m: &String| m.ends_with(n.as_str()))
+            {
                 notes.push(format!("#{}: {n}", e.number));
             }
         }
     }
-    let names = server_names(&x.executions);
-    let name = |dest: &str| names.get(dest).cloned().unwrap_or_else(|| dest.to_owned());
+    let names = server_names(&x.executions, x.graph.as_ref());
+    let name = |dest: &str| {
+        let ip = dest
+            .rsplit_once(':')
+            .map_or(dest, |(ip, _)| ip.trim_matches(['[', ']']));
+        names
+            .get(dest)
+            .or_else(|| names.get(ip))
+            .cloned()
+            .unwrap_or_else(|| dest.to_owned())
+    };
     let mut edges: BTreeMap<(String, String), EdgeVerdicts> = BTreeMap::new();
     let reference = x.executions.iter().find(|e| e.plan.is_reference());
     for e in x.executions.iter().chain(reference) {
@@ -269,6 +291,15 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+fn edge_colour(e: &EdgeVerdicts) -> &'static str {
+    let broke = e.faults.values().flatten().any(|v| *v == Verdict::Broke);
+    match (e.faults.is_empty(), broke) {
+        (true, _) => "#888",
+        (false, true) => "#c62828",
+        (false, false) => "#2e7d32",
+    }
+}
+
 /// The call graph as SVG: nodes in columns by depth from the test, edges coloured red
 /// when a fault on them broke the test, green when it survived them all.
 fn svg(edges: &[EdgeVerdicts]) -> String {
@@ -306,29 +337,25 @@ fn svg(edges: &[EdgeVerdicts]) -> String {
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>"##
     );
-    for e in edges {
+    for (i, e) in edges.iter().enumerate() {
         let (Some(&(x1, y1)), Some(&(x2, y2))) = (pos.get(&e.source), pos.get(&e.destination))
         else {
             continue;
         };
-        let broke = e.faults.values().flatten().any(|v| *v == Verdict::Broke);
-        let tried = !e.faults.is_empty();
-        let colour = match (tried, broke) {
-            (false, _) => "#888",
-            (true, true) => "#c62828",
-            (true, false) => "#2e7d32",
-        };
+        let colour = edge_colour(e);
         let (sx, sy) = (x1 + node_w, y1 + node_h / 2.0);
         let (ex, ey) = (x2, y2 + node_h / 2.0);
         let _ = write!(
             svg,
             r#"<line x1="{sx}" y1="{sy}" x2="{ex}" y2="{ey}" stroke="{colour}" stroke-width="3" marker-end="url(#arrow)"/>"#
         );
-        let label = escape(&edge_line(e));
-        let (lx, ly) = ((sx + ex) / 2.0, (sy + ey) / 2.0 - 8.0);
+        // A numbered badge on the edge; the edge table below the graph says what it holds.
+        let (lx, ly) = (sx + (ex - sx) * 0.45, sy + (ey - sy) * 0.45);
         let _ = write!(
             svg,
-            r#"<text x="{lx}" y="{ly}" text-anchor="middle" fill="{colour}">{label}</text>"#
+            r##"<circle cx="{lx}" cy="{ly}" r="11" fill="#fff" stroke="{colour}" stroke-width="2"/><text x="{lx}" y="{}" text-anchor="middle" font-weight="bold" fill="{colour}">{}</text>"##,
+            ly + 4.0,
+            i + 1
         );
     }
     for (node, (x, y)) in &pos {
@@ -410,12 +437,14 @@ td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-a
 tr.fail td {{ background: #ffebee; }} tr.pruned td {{ color: #777; }} tr.pass td {{ background: #f1f8e9; }}
 .graph {{ border: 1px solid #ddd; padding: 8px; overflow-x: auto; }}
 code {{ background: #eee; padding: 1px 4px; }}
+table.edges {{ margin-top: 8px; width: auto; }}
 </style></head><body>
 <h1>fi exploration {id}</h1>
 <p>Test <code>{command}</code>, status <b>{status}</b>: {runs} executions run, {pruned} pruned, <b>{nfail} failing</b>.</p>
 <h2>Call graph</h2>
 <p>Each edge lists the faults injected on it: ✓ the test survived, ✗ it broke the test.</p>
 <div class="graph">{svg}</div>
+<table class="edges"><tr><th>edge</th><th>from → to</th><th>endpoints</th><th>faults (✓ survived, ✗ broke the test)</th></tr>{edge_rows}</table>
 <h2>Failing plans</h2><ul>{failures}</ul>
 {notes_block}
 <h2>Executions</h2>
@@ -429,6 +458,20 @@ code {{ background: #eee; padding: 1px 4px; }}
         pruned = s.pruned,
         nfail = s.failures.len(),
         svg = svg(&s.edges),
+        edge_rows = s
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!(
+                "<tr><td style=\"color:{}\"><b>{}</b></td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+                edge_colour(e),
+                i + 1,
+                escape(&e.source),
+                escape(&e.destination),
+                escape(&e.endpoints.join(", ")),
+                escape(&edge_line(e))
+            ))
+            .collect::<String>(),
         notes_block = if notes.is_empty() {
             String::new()
         } else {

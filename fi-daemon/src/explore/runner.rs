@@ -237,6 +237,8 @@ struct Run {
     test_cgroup: PathBuf,
     faults_file: PathBuf,
     started: Instant,
+    /// Addresses of the targets' containers -> their labels, for the report.
+    names: std::collections::BTreeMap<String, String>,
     run_durations: Vec<Duration>,
     failures: u32,
     done: u32,
@@ -283,6 +285,7 @@ impl Run {
             test_cgroup,
             faults_file: dir.join("injected-faults.jsonl"),
             started: Instant::now(),
+            names: std::collections::BTreeMap::new(),
             run_durations: Vec::new(),
             failures: 0,
             done: 0,
@@ -309,6 +312,10 @@ impl Run {
         for target in &targets {
             run.sources
                 .push((target.cgroup.clone(), label(&target.spec)));
+            let dir = mount.join(target.cgroup.trim_start_matches('/'));
+            for ip in container_addresses(&dir) {
+                run.names.insert(ip, label(&target.spec));
+            }
         }
         Ok(run)
     }
@@ -343,6 +350,7 @@ impl Run {
         match mode {
             Mode::Replay(plan) => {
                 let execution = self.execute(&plan, 1).await;
+                self.snapshot_graph(&execution.calls);
                 self.finish_execution(execution, 0);
                 if self.cancelled() {
                     return (
@@ -448,7 +456,7 @@ impl Run {
                 })
             })
             .collect();
-        let graph = serde_json::json!({ "edges": edges });
+        let graph = serde_json::json!({ "edges": edges, "names": self.names });
         if let Ok(store) = self.daemon.explorer.store.lock()
             && let Err(e) = store.save_graph(self.running.id, &graph)
         {
@@ -900,6 +908,62 @@ fn kill_cgroup(cgroup: &Path) {
     {
         tracing::warn!("killing the test's processes in {cgroup:?}: {e}");
     }
+}
+
+/// The addresses a container has: read from the network namespace of a process in its
+/// cgroup (or below), so that the report names servers rather than printing addresses.
+fn container_addresses(cgroup: &Path) -> Vec<String> {
+    let mut dirs = vec![cgroup.to_owned()];
+    let mut pid = None;
+    while let Some(dir) = dirs.pop() {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs"))
+            && let Some(first) = procs.lines().next()
+        {
+            pid = Some(first.trim().to_owned());
+            break;
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    let Some(pid) = pid else { return Vec::new() };
+    let mut found = Vec::new();
+    // IPv4: /32 host LOCAL entries of the FIB trie.
+    if let Ok(trie) = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) {
+        let mut last = "";
+        for line in trie.lines() {
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("|-- ") {
+                last = addr;
+            } else if line.starts_with("/32 host LOCAL")
+                && !last.starts_with("127.")
+                && !found.iter().any(|f| f == last)
+            {
+                found.push(last.to_owned());
+            }
+        }
+    }
+    // IPv6: global addresses.
+    if let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+        for line in table.lines() {
+            let Some(hex) = line.split_whitespace().next() else {
+                continue;
+            };
+            let Ok(bits) = u128::from_str_radix(hex, 16) else {
+                continue;
+            };
+            let ip = std::net::Ipv6Addr::from(bits);
+            if !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                found.push(ip.to_string());
+            }
+        }
+    }
+    found
 }
 
 /// A short name for a target: the last part of its cgroup path or the id as given.

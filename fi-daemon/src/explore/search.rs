@@ -364,7 +364,13 @@ impl Search {
             };
             let now = calls.iter().filter(|c| same(&c.site)).count();
             let before = self.reference.keys().filter(|s| same(s)).count();
-            if now > before {
+            // Done twice: a later attempt succeeded too (the lost one was executed).
+            let again_ok = calls.iter().any(|c| {
+                same(&c.site)
+                    && c.site.index > fault.site.index
+                    && matches!(c.response, Response::Status { status } if (200..300).contains(&status))
+            });
+            if now > before && again_ok {
                 notes.push(format!(
                     "{} {}{} was sent {now} times (reference: {before}) after its response was \
                      lost: a non-idempotent request repeated, possibly executed twice",
