@@ -49,6 +49,8 @@ enum Task {
     /// test, print the findings and the HTML report's path, and remove everything (also
     /// on Ctrl-C). Needs root.
     Demo,
+    /// Regenerate docs/FICTL.md from fictl's help (a test fails when it is stale).
+    Docs,
     /// Build, then run fi-daemon in the foreground (needs root). Ctrl-C stops it.
     Run {
         #[arg(long)]
@@ -69,5 +71,6 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { short } => tasks::bench(short),
         Task::Run { release, args } => tasks::run(release, &args),
         Task::Demo => tasks::demo(),
+        Task::Docs => tasks::docs(),
     }
 }

@@ -116,3 +116,16 @@ pub fn demo() -> anyhow::Result<()> {
     unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
     result
 }
+
+/// Writes docs/FICTL.md from `fictl docs-markdown`.
+pub fn docs() -> anyhow::Result<()> {
+    let bin_dir = build(false)?;
+    let out = Command::new(bin_dir.join("fictl"))
+        .arg("docs-markdown")
+        .output()?;
+    anyhow::ensure!(out.status.success(), "fictl docs-markdown failed");
+    let path = cmd::workspace_root().join("docs/FICTL.md");
+    std::fs::write(&path, out.stdout)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

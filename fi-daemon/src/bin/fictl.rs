@@ -75,6 +75,9 @@ enum Command {
     Rules(RulesCommand),
     /// The kill switch: remove every rule at once.
     Stop,
+    /// Print the reference of every command as Markdown (docs/FICTL.md is its output).
+    #[command(hide = true, name = "docs-markdown")]
+    DocsMarkdown,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -253,6 +256,11 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             watch(cli, request, *count).await
         }
         Command::Graph { format } => graph(cli, *format).await,
+        Command::DocsMarkdown => {
+            use clap::CommandFactory as _;
+            print!("{}", docs_markdown(&mut Cli::command()));
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(*shell, &mut Cli::command(), "fictl", &mut std::io::stdout());
@@ -547,4 +555,36 @@ async fn graph(cli: &Cli, format: GraphFormat) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every command's `--help`, as one Markdown page (tested against docs/FICTL.md, so that
+/// the documentation cannot drift from the code).
+fn docs_markdown(root: &mut clap::Command) -> String {
+    fn walk(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        if cmd.is_hide_set() {
+            return;
+        }
+        let help = cmd.render_long_help().to_string();
+        out.push_str(&format!(
+            "## {path}\n\n```text\n{}\n```\n\n",
+            help.trim_end()
+        ));
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n != "help")
+            .collect();
+        for name in names {
+            if let Some(sub) = cmd.find_subcommand_mut(&name) {
+                walk(sub, &format!("{path} {name}"), out);
+            }
+        }
+    }
+    root.build();
+    let mut out = String::from(
+        "# fictl reference\n\nGenerated from fictl's own help (`cargo xtask docs`); a test \
+         checks that it matches the code.\n\n",
+    );
+    walk(root, "fictl", &mut out);
+    out
 }
