@@ -256,6 +256,10 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         remove_cgroup(&self.cgroup);
+        // Sockets left in the namespace (a blackholed connection retransmitting its FIN
+        // for minutes) would keep it, and its veth pair, alive after `netns del`: destroy
+        // them first.
+        ip_quiet(&["netns", "exec", &self.netns, "ss", "-K", "-a", "-t"]);
         // Deleting the namespace also deletes the veth pair.
         ip_quiet(&["netns", "del", &self.netns]);
     }

@@ -252,6 +252,28 @@ fn the_tcp_listener_needs_a_private_token_and_rejects_calls_without_it() {
         String::from_utf8_lossy(&with.stderr)
     );
     assert!(String::from_utf8_lossy(&with.stdout).contains("fi-daemon"));
+    // A token holder may read reports but not run commands as root (no --tcp-explore).
+    let token = token_file.to_str().expect("UTF-8");
+    let run = std::process::Command::new(fi_tests::process::bin_path("fictl"))
+        .args([
+            "--addr",
+            &addr,
+            "--token-file",
+            token,
+            "explore",
+            "run",
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("running fictl");
+    assert_eq!(run.status.code(), Some(77), "{run:?}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--tcp-explore"));
+    let ls = std::process::Command::new(fi_tests::process::bin_path("fictl"))
+        .args(["--addr", &addr, "--token-file", token, "explore", "ls"])
+        .output()
+        .expect("running fictl");
+    assert!(ls.status.success(), "{ls:?}");
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -354,4 +376,205 @@ fn a_configuration_file_sets_what_flags_do_not_and_a_typo_is_refused() {
         "{out:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every ExploreService call, with bad input: the right code, a message naming the
+/// problem, and a daemon that stays healthy.
+#[test]
+fn explore_calls_answer_bad_input_with_the_right_codes() {
+    use fi_daemon::api::v1 as api;
+    use tonic::Code;
+    let lab = Lab::new();
+    let daemon = Daemon::start(lab.id(), &["lo"], lab.cgroup());
+    fi_tests::block_on(async {
+        let mut c = fi_daemon::client::explore(daemon.socket())
+            .await
+            .expect("connect");
+        let start = |f: &dyn Fn(&mut api::StartExplorationRequest)| {
+            let mut r = api::StartExplorationRequest {
+                command: "true".into(),
+                working_dir: "/".into(),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        let bad_starts: Vec<(api::StartExplorationRequest, &str)> = vec![
+            (start(&|r| r.command = String::new()), "command"),
+            (
+                start(&|r| r.working_dir = "relative/dir".into()),
+                "working_dir",
+            ),
+            (
+                start(&|r| r.targets = vec!["/no/such/cgroup".into()]),
+                "targets",
+            ),
+            (
+                start(&|r| {
+                    r.faults = vec![api::Fault {
+                        kind: api::FaultKind::Abort as i32,
+                        status: 700,
+                        delay: None,
+                    }]
+                }),
+                "faults",
+            ),
+            (
+                start(&|r| {
+                    r.faults = vec![api::Fault {
+                        kind: api::FaultKind::Refuse as i32,
+                        ..Default::default()
+                    }]
+                }),
+                "refuse",
+            ),
+            (
+                start(&|r| {
+                    r.faults = vec![api::Fault {
+                        kind: 99,
+                        ..Default::default()
+                    }]
+                }),
+                "faults",
+            ),
+            (
+                start(&|r| {
+                    r.run_timeout = Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    })
+                }),
+                "run_timeout",
+            ),
+            (start(&|r| r.command = "x".repeat(20_000)), "command"),
+        ];
+        for (request, field) in bad_starts {
+            let status = c
+                .start_exploration(request)
+                .await
+                .expect_err("accepted bad input");
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(
+                status.message().contains(field),
+                "{field}: {}",
+                status.message()
+            );
+        }
+        let missing = 424_242;
+        let codes = [
+            c.watch_exploration(api::WatchExplorationRequest {
+                exploration_id: missing,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+            c.cancel_exploration(api::CancelExplorationRequest {
+                exploration_id: missing,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+            c.get_report(api::GetReportRequest {
+                exploration_id: missing,
+                format: 0,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+            c.diff_explorations(api::DiffExplorationsRequest {
+                base: missing,
+                head: 1,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+            c.replay_execution(api::ReplayExecutionRequest {
+                exploration_id: missing,
+                execution: 0,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+            c.get_injected_faults(api::GetInjectedFaultsRequest {
+                exploration_id: missing,
+                execution: 0,
+            })
+            .await
+            .err()
+            .map(|s| s.code()),
+        ];
+        assert!(
+            codes.iter().all(|c| *c == Some(Code::NotFound)),
+            "{codes:?}"
+        );
+        let none_running = c
+            .get_injected_faults(api::GetInjectedFaultsRequest {
+                exploration_id: 0,
+                execution: 0,
+            })
+            .await
+            .expect_err("nothing runs");
+        assert_eq!(none_running.code(), Code::FailedPrecondition);
+
+        // A good one: a test that takes a while; a second start is refused meanwhile.
+        let mut stream = c
+            .start_exploration(start(&|r| r.command = "sleep 10".into()))
+            .await
+            .expect("start")
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .expect("stream")
+            .expect("a first message");
+        let id = first.exploration_id;
+        let busy = c
+            .start_exploration(start(&|_| {}))
+            .await
+            .expect_err("two at once");
+        assert_eq!(busy.code(), Code::FailedPrecondition);
+        assert!(
+            busy.message().contains("fictl explore cancel"),
+            "{}",
+            busy.message()
+        );
+        let bad_format = c
+            .get_report(api::GetReportRequest {
+                exploration_id: id,
+                format: 42,
+            })
+            .await
+            .expect_err("unknown format");
+        assert_eq!(bad_format.code(), Code::InvalidArgument);
+        c.cancel_exploration(api::CancelExplorationRequest { exploration_id: id })
+            .await
+            .expect("cancel");
+        let mut last = first;
+        while let Some(p) = stream.message().await.expect("stream") {
+            last = p;
+        }
+        assert_eq!(
+            last.status,
+            api::ExplorationStatus::Cancelled as i32,
+            "{last:?}"
+        );
+        let again = c
+            .cancel_exploration(api::CancelExplorationRequest { exploration_id: id })
+            .await
+            .expect_err("not running any more");
+        assert_eq!(again.code(), Code::FailedPrecondition);
+        let listed = c
+            .list_explorations(api::ListExplorationsRequest { limit: 0 })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.explorations[0].id, id);
+        let diff = c
+            .diff_explorations(api::DiffExplorationsRequest { base: id, head: id })
+            .await
+            .expect("diff of one with itself")
+            .into_inner();
+        assert!(diff.new_failures.is_empty() && diff.fixed.is_empty());
+    });
+    assert!(daemon.status().version.len() > 1, "still healthy");
 }
