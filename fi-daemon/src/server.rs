@@ -289,7 +289,7 @@ pub async fn serve(
     };
     let signal = async {
         shutdown.await;
-        let _ = daemon.stopping.send(true);
+        daemon.stopping.send_replace(true);
         let _ = stop_tx.send(true);
     };
     let servers = async { tokio::join!(unix_server, tcp_server) };

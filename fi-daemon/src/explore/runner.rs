@@ -72,7 +72,8 @@ pub struct Running {
 
 impl Running {
     pub fn cancel(&self) {
-        let _ = self.cancel.send(true);
+        // send_replace: stored even when nobody waits yet (between executions).
+        self.cancel.send_replace(true);
     }
 }
 
