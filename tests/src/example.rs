@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Container, Lab, net::Guard, process::bin_path};
+use crate::{Container, Daemon, Lab, net::Guard, process::bin_path};
 
 /// The port every example service listens on.
 pub const PORT: u16 = 8080;
@@ -156,6 +156,24 @@ impl Example {
             services: vec![gateway, orders, stock, cache],
             client,
         }
+    }
+
+    /// A daemon that follows the lab's veths, once it is attached to this example's.
+    pub fn daemon(&self, lab: &Lab, extra: &[String]) -> Daemon {
+        let mut args = vec![
+            "--iface=".to_owned(),
+            format!("--veth-prefix=fv{}", lab.id()),
+        ];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &args);
+        let veths: Vec<&str> = self
+            .services
+            .iter()
+            .map(|s| s.container.host_veth.as_str())
+            .chain([self.client.host_veth.as_str()])
+            .collect();
+        daemon.wait_attached(&veths);
+        daemon
     }
 
     pub fn service(&self, name: &str) -> &Service {

@@ -86,21 +86,7 @@ fn the_readme_tour_runs_as_written() {
     assert!(lines.len() >= 10, "{lines:?}");
     let lab = Lab::new();
     let shop = Example::shop(&lab);
-    let daemon = fi_tests::Daemon::start_with(
-        lab.id(),
-        lab.cgroup(),
-        &[
-            "--iface=".to_owned(),
-            format!("--veth-prefix=fv{}", lab.id()),
-        ],
-    );
-    let veths: Vec<&str> = shop
-        .services
-        .iter()
-        .map(|s| s.container.host_veth.as_str())
-        .chain([shop.client.host_veth.as_str()])
-        .collect();
-    daemon.wait_attached(&veths);
+    let daemon = shop.daemon(&lab, &[]);
     let frontend = shop.service("frontend");
     let inventory = shop.service("inventory");
     let bin_dir = bin_path("fictl").parent().expect("bin dir").to_owned();

@@ -11,22 +11,8 @@ use std::{
 use fi_tests::{Daemon, Lab, example::Example};
 use serde_json::Value;
 
-/// A daemon that follows the lab's veths, once it is attached to the example's.
 fn start_daemon(lab: &Lab, example: &Example, extra: &[String]) -> Daemon {
-    let mut args = vec![
-        "--iface=".to_owned(),
-        format!("--veth-prefix=fv{}", lab.id()),
-    ];
-    args.extend_from_slice(extra);
-    let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &args);
-    let veths: Vec<&str> = example
-        .services
-        .iter()
-        .map(|s| s.container.host_veth.as_str())
-        .chain([example.client.host_veth.as_str()])
-        .collect();
-    daemon.wait_attached(&veths);
-    daemon
+    example.daemon(lab, extra)
 }
 
 /// Runs fictl; panics with its output unless the exit status is one of `codes`.

@@ -222,6 +222,24 @@ fn info(r: &ExplorationRow) -> api::ExplorationInfo {
     }
 }
 
+/// An exploration from the store, with one of its executions.
+fn load_execution(
+    daemon: &Daemon,
+    exploration: i64,
+    number: u32,
+) -> Result<(crate::store::Exploration, Execution), Status> {
+    let x = lock(&daemon.explorer.store)?
+        .load(exploration)
+        .map_err(store_error)?;
+    let e = x
+        .executions
+        .iter()
+        .find(|e| e.number == number)
+        .cloned()
+        .ok_or_else(|| explore_error(ExploreError::NoExecution(exploration, number)))?;
+    Ok((x, e))
+}
+
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<api::ExplorationProgress, Status>> + Send>>;
 
 /// Streams a running exploration: where it is now, then every execution until it ends.
@@ -405,16 +423,7 @@ impl ExploreService for ExploreApi {
     ) -> Result<Response<ProgressStream>, Status> {
         self.check_transport(&request)?;
         let req = request.get_ref();
-        let x = lock(&self.daemon.explorer.store)?
-            .load(req.exploration_id)
-            .map_err(store_error)?;
-        let execution = x
-            .executions
-            .iter()
-            .find(|e| e.number == req.execution)
-            .ok_or_else(|| {
-                explore_error(ExploreError::NoExecution(req.exploration_id, req.execution))
-            })?;
+        let (x, execution) = load_execution(&self.daemon, req.exploration_id, req.execution)?;
         let mut config = x.row.config.clone();
         config.replay_of = Some((req.exploration_id, req.execution));
         let running = runner::start(&self.daemon, config, Mode::Replay(execution.plan.clone()))
@@ -455,16 +464,7 @@ impl ExploreService for ExploreApi {
             return Err(Status::failed_precondition("no exploration is running"));
         }
         // A past execution: the faults are those its requests record.
-        let x = lock(&self.daemon.explorer.store)?
-            .load(req.exploration_id)
-            .map_err(store_error)?;
-        let e = x
-            .executions
-            .iter()
-            .find(|e| e.number == req.execution)
-            .ok_or_else(|| {
-                explore_error(ExploreError::NoExecution(req.exploration_id, req.execution))
-            })?;
+        let (_, e) = load_execution(&self.daemon, req.exploration_id, req.execution)?;
         let faults = e
             .calls
             .iter()

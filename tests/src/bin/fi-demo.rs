@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use fi_tests::{Daemon, Lab, example::Example};
+use fi_tests::{Lab, example::Example};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -79,21 +79,7 @@ fn run(report_dir: &std::path::Path) -> Result<(), String> {
     }
 
     step("starting fi-daemon (it attaches to the containers' veths as they appear)");
-    let daemon = Daemon::start_with(
-        lab.id(),
-        lab.cgroup(),
-        &[
-            "--iface=".to_owned(),
-            format!("--veth-prefix=fv{}", lab.id()),
-        ],
-    );
-    let veths: Vec<&str> = shop
-        .services
-        .iter()
-        .map(|s| s.container.host_veth.as_str())
-        .chain([shop.client.host_veth.as_str()])
-        .collect();
-    daemon.wait_attached(&veths);
+    let daemon = shop.daemon(&lab, &[]);
     let fictl = |args: &[&str]| {
         let mut c = daemon.fictl_command(args);
         c.stdin(Stdio::null());
