@@ -42,7 +42,7 @@ pub enum StoreError {
 }
 
 /// Schema migrations, in order; `PRAGMA user_version` is how many have run.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: explorations and their executions; plans, outcomes and calls as JSON documents
     // (read back whole, never queried inside).
     "CREATE TABLE explorations (
@@ -72,6 +72,8 @@ const MIGRATIONS: [&str; 2] = [
          taken_ms INTEGER NOT NULL,
          graph TEXT NOT NULL
      );",
+    // 3: how long the test command itself ran (fi's share of an execution is the rest).
+    "ALTER TABLE executions ADD COLUMN test_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Where an exploration is.
@@ -253,8 +255,8 @@ impl Store {
         self.conn.execute(
             "INSERT OR REPLACE INTO executions
                  (exploration_id, number, plan, outcome, failed, duration_ms, pruned, calls,
-                  output_tail, notes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                  output_tail, notes, test_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 id,
                 e.number,
@@ -266,6 +268,7 @@ impl Store {
                 serde_json::to_string(&e.calls)?,
                 e.output_tail,
                 serde_json::to_string(&e.notes)?,
+                e.test_ms as i64,
             ],
         )?;
         Ok(())
@@ -338,7 +341,7 @@ impl Store {
     pub fn load(&self, id: i64) -> Result<Exploration, StoreError> {
         let row = self.row(id)?;
         let mut stmt = self.conn.prepare(
-            "SELECT number, plan, outcome, duration_ms, pruned, calls, output_tail, notes
+            "SELECT number, plan, outcome, duration_ms, pruned, calls, output_tail, notes, test_ms
              FROM executions WHERE exploration_id = ?1 ORDER BY number",
         )?;
         let raw = stmt.query_map(params![id], |r| {
@@ -351,16 +354,18 @@ impl Store {
                 r.get::<_, String>(5)?,
                 r.get::<_, String>(6)?,
                 r.get::<_, String>(7)?,
+                r.get::<_, i64>(8)?,
             ))
         })?;
         let mut executions = Vec::new();
         for r in raw {
-            let (number, plan, outcome, duration, pruned, calls, output_tail, notes) = r?;
+            let (number, plan, outcome, duration, pruned, calls, output_tail, notes, test_ms) = r?;
             executions.push(Execution {
                 number,
                 plan: serde_json::from_str(&plan)?,
                 outcome: serde_json::from_str(&outcome)?,
                 duration_ms: duration as u64,
+                test_ms: test_ms as u64,
                 pruned: pruned.map(|p| serde_json::from_str(&p)).transpose()?,
                 calls: serde_json::from_str(&calls)?,
                 output_tail,
@@ -409,6 +414,7 @@ mod tests {
             plan: Plan::default(),
             outcome,
             duration_ms: 12,
+            test_ms: 10,
             calls: Vec::new(),
             pruned: None,
             output_tail: "ok".into(),

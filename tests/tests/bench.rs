@@ -17,7 +17,14 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
     )
     .expect("report.json is JSON");
-    for section in ["Cost per packet", "Delay precision", "Time to reset"] {
+    for section in [
+        "Cost per packet",
+        "Delay precision",
+        "Time to reset",
+        "Control latency",
+        "Resources",
+        "Exploration (the bundled shop)",
+    ] {
         assert!(md.contains(section), "report.md lacks {section}");
     }
     assert_eq!(json["mode"], "short");
@@ -31,5 +38,15 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         json["faults"]["resets_seen"], 3,
         "every request of the reset rule was reset"
     );
+    assert!(json["control"]["daemon_rss_idle_kb"].as_u64().unwrap_or(0) > 0);
+    assert!(json["control"]["map_bytes"].as_u64().unwrap_or(0) > 0);
+    assert!(
+        json["control"]["create_to_first_faulted_ms"]["n"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "a faulted request was seen after each create"
+    );
+    assert!(json["exploration"]["executions"].as_u64().unwrap_or(0) > 1);
     let _ = std::fs::remove_dir_all(&out);
 }

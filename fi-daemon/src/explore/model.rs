@@ -290,7 +290,11 @@ pub struct Execution {
     pub number: u32,
     pub plan: Plan,
     pub outcome: Outcome,
+    /// The whole execution: reset, rules, the test, settling, clean-up.
     pub duration_ms: u64,
+    /// The test command alone (from its start to its exit); the rest is fi's share.
+    #[serde(default)]
+    pub test_ms: u64,
     pub calls: Vec<SiteCall>,
     /// Set when the execution was pruned.
     pub pruned: Option<Pruned>,

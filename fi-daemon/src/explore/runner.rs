@@ -395,6 +395,7 @@ impl Run {
                     plan,
                     outcome: Outcome::Pruned,
                     duration_ms: 0,
+                    test_ms: 0,
                     calls: Vec::new(),
                     pruned: Some(pruned),
                     output_tail: String::new(),
@@ -510,6 +511,7 @@ impl Run {
             plan: plan.clone(),
             outcome: Outcome::Passed,
             duration_ms: 0,
+            test_ms: 0,
             calls: Vec::new(),
             pruned: None,
             output_tail: String::new(),
@@ -540,7 +542,9 @@ impl Run {
             }
         };
         let wall_start = SystemTime::now();
+        let test_began = Instant::now();
         let (outcome, output) = self.run_test(number, plan, &rules, &mut injections).await;
+        execution.test_ms = test_began.elapsed().as_millis() as u64;
         kill_cgroup(&self.test_cgroup);
         // Late events: responses and closes the ring buffer still holds.
         let settle = tokio::time::sleep(SETTLE);

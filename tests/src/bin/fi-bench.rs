@@ -5,7 +5,10 @@
 //!
 //! `--short` runs few samples, so that a test can run the whole bench and it cannot rot.
 
-use std::{path::PathBuf, time::Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::programs::{TestRun, TestRunOptions};
 use fi_common::{flow::v4_mapped, http::CaptureConfig};
@@ -146,19 +149,198 @@ fn packet_costs(short: bool) -> Value {
 }
 
 /// The Rust client's latencies (µs) for `n` requests of `url` from `from`.
+/// One request of fi-http-probe --repeat: what it got, how long it took (µs), when it
+/// started (Unix ns).
+fn probe_lines(stdout: &[u8]) -> Vec<(String, f64, u128)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let (rest, start) = l.rsplit_once(' ')?;
+            let (what, micros) = rest.rsplit_once(' ')?;
+            Some((what.to_owned(), micros.parse().ok()?, start.parse().ok()?))
+        })
+        .collect()
+}
+
 fn latencies(from: &fi_tests::Container, url: &str, n: usize) -> Vec<(String, f64)> {
     let probe = bin_path("fi-http-probe");
     let out = from.run(
         probe.to_str().expect("UTF-8 path"),
         &["--repeat", &n.to_string(), "GET", url, "10000"],
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (what, micros) = l.rsplit_once(' ')?;
-            Some((what.to_owned(), micros.parse().ok()?))
-        })
+    probe_lines(&out.stdout)
+        .into_iter()
+        .map(|(what, micros, _)| (what, micros))
         .collect()
+}
+
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The daemon's resident memory (kB).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory of the maps the daemon holds: the `memlock` of each distinct map among its
+/// file descriptors (/proc/PID/fdinfo).
+fn map_bytes(pid: u32) -> u64 {
+    let mut seen = std::collections::BTreeMap::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    for fd in fds.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:")) {
+            seen.insert(id, bytes);
+        }
+    }
+    seen.values().sum()
+}
+
+/// Control latency: with requests flowing back to back from one container to another,
+/// the time from a rule's create call returning to the first faulted request, and from
+/// the kill switch returning to the first clean one; and how many requests that started
+/// after the call returned still saw the old state (the goal is none).
+fn control_latency(short: bool) -> Value {
+    use fi_daemon::api::v1 as api;
+    let rounds = if short { 2 } else { 10 };
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let b = lab.container("b", 2);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth, &b.host_veth], lab.cgroup());
+    let _server = b.http_server(8080);
+    let url = format!("http://{}:8080/c", b.ipv4);
+    let rss_idle_kb = rss_kb(daemon.pid());
+    let maps = map_bytes(daemon.pid());
+    let probe = bin_path("fi-http-probe");
+    let (mut activate_ms, mut deactivate_ms) = (Vec::new(), Vec::new());
+    let (mut stale_after_create, mut stale_after_stop) = (0, 0);
+    for _ in 0..rounds {
+        let child = a
+            .command(&probe)
+            .args(["--repeat", "3000", "GET", &url, "2000"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("probe");
+        std::thread::sleep(Duration::from_millis(150));
+        let (created, stopped) = fi_tests::block_on(async {
+            let mut rules = fi_daemon::client::rules(daemon.socket())
+                .await
+                .expect("connect");
+            rules
+                .create_rule(api::CreateRuleRequest {
+                    r#match: Some(api::Match {
+                        path: "/c".into(),
+                        ..Default::default()
+                    }),
+                    // A delay keeps the connection: what is measured is the rule, not
+                    // the reconnections an abort or a reset would cause.
+                    fault: Some(api::Fault {
+                        kind: api::FaultKind::Delay as i32,
+                        status: 0,
+                        delay: Some(prost_types::Duration {
+                            seconds: 0,
+                            nanos: 20_000_000,
+                        }),
+                    }),
+                    probability_ppm: 1_000_000,
+                    ..Default::default()
+                })
+                .await
+                .expect("create");
+            let created = unix_ns();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            rules.stop_all(api::StopAllRequest {}).await.expect("stop");
+            (created, unix_ns())
+        });
+        let out = child.wait_with_output().expect("probe output");
+        let lines = probe_lines(&out.stdout);
+        // Delayed: answered, 15 ms or more late (the fault is 20 ms; a request takes < 1).
+        let answered = |w: &str| w == "200";
+        let delayed = |micros: f64| micros >= 15_000.0;
+        if let Some((_, _, t)) = lines
+            .iter()
+            .find(|(w, m, t)| *t >= created && answered(w) && delayed(*m))
+        {
+            activate_ms.push((*t - created) as f64 / 1e6);
+        }
+        stale_after_create += lines
+            .iter()
+            .filter(|(w, m, t)| *t >= created && *t < stopped && answered(w) && !delayed(*m))
+            .count();
+        if let Some((_, _, t)) = lines
+            .iter()
+            .find(|(w, m, t)| *t >= stopped && answered(w) && !delayed(*m))
+        {
+            deactivate_ms.push((*t - stopped) as f64 / 1e6);
+        }
+        stale_after_stop += lines
+            .iter()
+            .filter(|(w, m, t)| *t >= stopped && answered(w) && delayed(*m))
+            .count();
+    }
+    json!({
+        "rounds": rounds,
+        "fault": "delay 20 ms on every request of the path",
+        "create_to_first_faulted_ms": summary(activate_ms),
+        "clean_requests_started_after_create": stale_after_create,
+        "stop_to_first_clean_ms": summary(deactivate_ms),
+        "faulted_requests_started_after_stop": stale_after_stop,
+        "daemon_rss_idle_kb": rss_idle_kb,
+        "daemon_rss_after_load_kb": rss_kb(daemon.pid()),
+        "map_bytes": maps,
+    })
+}
+
+/// Exploration speed on the bundled shop: executions per minute, and fi's share of each
+/// execution (all but the test command's own run time).
+fn exploration_speed(short: bool) -> Value {
+    let lab = Lab::new();
+    let shop = fi_tests::example::Example::shop(&lab);
+    let daemon = shop.daemon(&lab, &[]);
+    let mut args = vec!["--json", "explore", "run", "--faults"];
+    args.push(if short { "reset" } else { "default" });
+    let targets = shop.target_args();
+    args.extend(targets.iter().map(String::as_str));
+    let test = shop.shop_test();
+    args.extend(["--", &test]);
+    let out = daemon.fictl_command(&args).output().expect("fictl");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the JSON report");
+    let executions = report["executions"].as_array().cloned().unwrap_or_default();
+    let run: Vec<&Value> = executions
+        .iter()
+        .filter(|e| e["pruned"].is_null())
+        .collect();
+    let total_ms: f64 = run.iter().filter_map(|e| e["duration_ms"].as_f64()).sum();
+    let test_ms: f64 = run.iter().filter_map(|e| e["test_ms"].as_f64()).sum();
+    let wall_ms = report["finished_ms"].as_f64().unwrap_or(0.0)
+        - report["created_ms"].as_f64().unwrap_or(0.0);
+    json!({
+        "executions": run.len(),
+        "wall_s": wall_ms / 1000.0,
+        "executions_per_minute": run.len() as f64 / (wall_ms / 60_000.0),
+        "fi_share_of_execution_time": if total_ms > 0.0 { (total_ms - test_ms) / total_ms } else { 0.0 },
+        "mean_fi_ms_per_execution": if run.is_empty() { 0.0 } else { (total_ms - test_ms) / run.len() as f64 },
+    })
 }
 
 fn fault_precision(short: bool) -> Value {
@@ -303,7 +485,47 @@ fn markdown(report: &Value) -> String {
         r["median"].as_f64().unwrap_or(f64::NAN),
         r["p95"].as_f64().unwrap_or(f64::NAN)
     );
-    md += "\nNot measured yet: throughput and latency overhead under load (wrk, nginx, a proxy for comparison), control latency, exploration speed, memory.\n";
+    let c = &report["control"];
+    md += &format!(
+        "\n## Control latency (requests back to back from one container, keep-alive; rule: delay 20 ms; {} rounds)\n\n\
+         | call returned → first request that saw the new state | median (ms) | p95 (ms) | requests started after the call that saw the old state |\n| --- | ---: | ---: | ---: |\n\
+         | rule created | {:.3} | {:.3} | {} |\n\
+         | kill switch | {:.3} | {:.3} | {} |\n\n\
+         Goal: activation and kill switch under 1 ms, i.e. no request started after the call\n\
+         returned sees the old state (last column: 0). The first column is bounded by the\n\
+         request in flight when the call returned (delayed 20 ms after a create).\n",
+        c["rounds"],
+        c["create_to_first_faulted_ms"]["median"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        c["create_to_first_faulted_ms"]["p95"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        c["clean_requests_started_after_create"],
+        c["stop_to_first_clean_ms"]["median"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        c["stop_to_first_clean_ms"]["p95"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        c["faulted_requests_started_after_stop"],
+    );
+    md += &format!(
+        "\n## Resources\n\nDaemon resident memory: {} kB idle, {} kB after the control rounds. Maps held by the daemon: {:.1} MiB (bytes_memlock).\n",
+        c["daemon_rss_idle_kb"],
+        c["daemon_rss_after_load_kb"],
+        c["map_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+    );
+    let x = &report["exploration"];
+    md += &format!(
+        "\n## Exploration (the bundled shop)\n\n{} executions in {:.1} s: {:.0} executions per minute; fi's share of an execution (all but the test's own run time): {:.0} % ({:.0} ms each, mostly the 250 ms wait for late kernel events).\n",
+        x["executions"],
+        x["wall_s"].as_f64().unwrap_or(f64::NAN),
+        x["executions_per_minute"].as_f64().unwrap_or(f64::NAN),
+        x["fi_share_of_execution_time"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        x["mean_fi_ms_per_execution"].as_f64().unwrap_or(f64::NAN),
+    );
+    md += "\nNot measured yet: throughput and latency overhead under load (wrk against nginx, with a reverse proxy for comparison).\n";
     md
 }
 
@@ -320,7 +542,11 @@ fn main() {
     let start = Instant::now();
     let per_packet = packet_costs(short);
     let faults = fault_precision(short);
+    let control = control_latency(short);
+    let exploration = exploration_speed(short);
     let report = json!({
+        "control": control,
+        "exploration": exploration,
         "mode": if short { "short" } else { "full" },
         "machine": machine(),
         "seconds": start.elapsed().as_secs_f64(),

@@ -5,8 +5,8 @@
 //!
 //! Prints the status, or `ERROR reset|refused|timeout|other <detail>` (exit 2), so a test
 //! can assert what the client saw. With `--repeat`, makes N requests one after the other
-//! on one client and prints, for each, `STATUS MICROSECONDS` or `ERROR kind MICROSECONDS`
-//! (for the benchmarks).
+//! on one client and prints, for each, `STATUS MICROSECONDS START_UNIX_NS` or
+//! `ERROR kind MICROSECONDS START_UNIX_NS` (for the benchmarks).
 
 use std::{io, process::ExitCode, time::Duration};
 
@@ -47,6 +47,9 @@ async fn repeat(n: usize, method: &str, url: &str, timeout: Duration) -> ExitCod
             return ExitCode::from(2);
         };
         let start = std::time::Instant::now();
+        let start_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let outcome = tokio::time::timeout(timeout, async {
             let response = client.request(request).await?;
             let status = response.status().as_u16();
@@ -56,9 +59,9 @@ async fn repeat(n: usize, method: &str, url: &str, timeout: Duration) -> ExitCod
         .await;
         let micros = start.elapsed().as_micros();
         match outcome {
-            Ok(Ok(status)) => println!("{status} {micros}"),
-            Ok(Err(err)) => println!("ERROR {} {micros}", kind(err.as_ref())),
-            Err(_) => println!("ERROR timeout {micros}"),
+            Ok(Ok(status)) => println!("{status} {micros} {start_ns}"),
+            Ok(Err(err)) => println!("ERROR {} {micros} {start_ns}", kind(err.as_ref())),
+            Err(_) => println!("ERROR timeout {micros} {start_ns}"),
         }
     }
     ExitCode::SUCCESS
