@@ -24,6 +24,7 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         "Control latency",
         "Resources",
         "Exploration (the bundled shop)",
+        "Data-path overhead under load",
     ] {
         assert!(md.contains(section), "report.md lacks {section}");
     }
@@ -48,5 +49,14 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         "a faulted request was seen after each create"
     );
     assert!(json["exploration"]["executions"].as_u64().unwrap_or(0) > 1);
+    for path in ["veth_keep_alive", "loopback_keep_alive"] {
+        let rows = json["overhead"][path].as_array().expect("overhead rows");
+        assert_eq!(rows.len(), 5, "{path}: every state measured");
+        assert!(
+            rows.iter()
+                .all(|r| r["rps_median"].as_f64().unwrap_or(0.0) > 0.0),
+            "{path}: wrk reported a throughput for every state: {rows:?}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -29,6 +29,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-requests",
         "Python requests, a real HTTP client in tests",
     ),
+    ("wrk", "HTTP load generator: the bench's data-path overhead"),
+    (
+        "nginx",
+        "HTTP server and reverse proxy under load in the bench",
+    ),
     (
         "chromium",
         "headless browser: a test renders the HTML exploration report to a PNG",

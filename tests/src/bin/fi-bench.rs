@@ -18,6 +18,9 @@ use fi_daemon::{
     targets::Targets,
 };
 use fi_tests::{Daemon, Lab, packet, process::bin_path};
+
+#[path = "fi-bench/overhead.rs"]
+mod overhead;
 use serde_json::{Value, json};
 
 const REQUEST: &[u8] = b"GET /api/items/42 HTTP/1.1\r\nHost: items.svc:8080\r\nUser-Agent: fi-bench\r\nAccept: */*\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
@@ -525,7 +528,41 @@ fn markdown(report: &Value) -> String {
         x["fi_share_of_execution_time"].as_f64().unwrap_or(f64::NAN) * 100.0,
         x["mean_fi_ms_per_execution"].as_f64().unwrap_or(f64::NAN),
     );
-    md += "\nNot measured yet: throughput and latency overhead under load (wrk against nginx, with a reverse proxy for comparison).\n";
+    let o = &report["overhead"];
+    md += &format!(
+        "\n## Data-path overhead under load (wrk -t1 -c8 against nginx; {} interleaved rounds of {} s per state; medians)\n\n\
+         Goals: throughput loss at most 1 % and p99 added at most 10 µs with rules loaded and not matching.\n",
+        o["rounds"], o["seconds_per_run"]
+    );
+    for (key, title) in [
+        ("veth_keep_alive", "veth between two containers, keep-alive"),
+        ("veth_new_connection", "veth, a new connection per request"),
+        ("loopback_keep_alive", "loopback, keep-alive"),
+        (
+            "loopback_new_connection",
+            "loopback, a new connection per request",
+        ),
+    ] {
+        let Some(rows) = o[key].as_array() else {
+            continue;
+        };
+        md += &format!(
+            "\n### {title}\n\n| state | req/s | spread | throughput vs none | p50 (µs) | p99 (µs) | added p50 | added p99 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        );
+        for r in rows {
+            md += &format!(
+                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:+.0} | {:+.0} |\n",
+                r["state"].as_str().unwrap_or("?"),
+                r["rps_median"].as_f64().unwrap_or(f64::NAN),
+                r["rps_spread"].as_f64().unwrap_or(f64::NAN),
+                r["throughput_ratio"].as_f64().unwrap_or(f64::NAN),
+                r["p50_us"].as_f64().unwrap_or(f64::NAN),
+                r["p99_us"].as_f64().unwrap_or(f64::NAN),
+                r["added_p50_us"].as_f64().unwrap_or(f64::NAN),
+                r["added_p99_us"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+    }
     md
 }
 
@@ -544,7 +581,9 @@ fn main() {
     let faults = fault_precision(short);
     let control = control_latency(short);
     let exploration = exploration_speed(short);
+    let load = overhead::overhead(short);
     let report = json!({
+        "overhead": load,
         "control": control,
         "exploration": exploration,
         "mode": if short { "short" } else { "full" },
