@@ -25,6 +25,7 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         "Resources",
         "Exploration (the bundled shop)",
         "Data-path overhead under load",
+        "Probability accuracy",
     ] {
         assert!(md.contains(section), "report.md lacks {section}");
     }
@@ -49,6 +50,12 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         "a faulted request was seen after each create"
     );
     assert!(json["exploration"]["executions"].as_u64().unwrap_or(0) > 1);
+    assert!(
+        json["faults"]["probability"]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 30
+    );
     for path in ["veth_keep_alive", "loopback_keep_alive"] {
         let rows = json["overhead"][path].as_array().expect("overhead rows");
         assert_eq!(rows.len(), 5, "{path}: every state measured");

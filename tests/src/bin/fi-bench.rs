@@ -407,7 +407,37 @@ fn fault_precision(short: bool) -> Value {
         .filter(|(what, _)| what.starts_with("ERROR reset"))
         .map(|(_, micros)| micros / 1000.0)
         .collect();
+    // Probability accuracy: a 30 % rule, many requests, the share that was faulted.
+    let tries = if short { 40 } else { 1000 };
+    let (ok, _, err) = daemon.fictl(&[
+        "rules",
+        "add",
+        "--fault",
+        "abort:503",
+        "--percent",
+        "30",
+        "--path",
+        "/p",
+    ]);
+    assert!(ok, "{err}");
+    let sampled = latencies(&a, &url("/p"), tries);
+    let _ = daemon.fictl(&["stop"]);
+    let faulted = sampled.iter().filter(|(w, _)| w == "503").count();
+    let answered = sampled
+        .iter()
+        .filter(|(w, _)| w == "200" || w == "503")
+        .count();
+    let share = faulted as f64 / answered.max(1) as f64;
+    // The binomial standard deviation of the share, to judge the difference.
+    let sigma = (0.3 * 0.7 / answered.max(1) as f64).sqrt();
     json!({
+        "probability": {
+            "asked": 0.3,
+            "requests": answered,
+            "faulted": faulted,
+            "observed": share,
+            "sigma": sigma,
+        },
         "baseline_request_ms": base / 1000.0,
         "delay": delay_rows,
         "time_to_reset_ms": summary(reset_ms),
@@ -487,6 +517,14 @@ fn markdown(report: &Value) -> String {
         f["requests"],
         r["median"].as_f64().unwrap_or(f64::NAN),
         r["p95"].as_f64().unwrap_or(f64::NAN)
+    );
+    let p = &f["probability"];
+    md += &format!(
+        "\n## Probability accuracy\n\nA 30 % rule over {} requests faulted {} of them: {:.1} % (one binomial standard deviation: {:.1} points).\n",
+        p["requests"],
+        p["faulted"],
+        p["observed"].as_f64().unwrap_or(f64::NAN) * 100.0,
+        p["sigma"].as_f64().unwrap_or(f64::NAN) * 100.0
     );
     let c = &report["control"];
     md += &format!(
