@@ -575,6 +575,40 @@ fn explore_calls_answer_bad_input_with_the_right_codes() {
             .expect("diff of one with itself")
             .into_inner();
         assert!(diff.new_failures.is_empty() && diff.fixed.is_empty());
+
+        // A reset command that fails makes the reference run an error, and the
+        // exploration stops saying why.
+        let mut stream = c
+            .start_exploration(start(&|r| {
+                r.reset_command = "echo db down >&2; exit 3".into()
+            }))
+            .await
+            .expect("start")
+            .into_inner();
+        let mut last = None;
+        while let Some(p) = stream.message().await.expect("stream") {
+            last = Some(p);
+        }
+        let last = last.expect("messages");
+        assert_eq!(
+            last.status,
+            api::ExplorationStatus::Failed as i32,
+            "{last:?}"
+        );
+        assert!(last.error.contains("reference run"), "{}", last.error);
+        let report = c
+            .get_report(api::GetReportRequest {
+                exploration_id: last.exploration_id,
+                format: api::ReportFormat::Json as i32,
+            })
+            .await
+            .expect("report")
+            .into_inner();
+        let text = String::from_utf8_lossy(&report.content);
+        assert!(
+            text.contains("the reset command failed") && text.contains("db down"),
+            "{text}"
+        );
     });
     assert!(daemon.status().version.len() > 1, "still healthy");
 }
