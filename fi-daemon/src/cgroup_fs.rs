@@ -106,6 +106,24 @@ pub fn resolve(given: &Path) -> Result<PathBuf, CgroupError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_cgroup_created_after_a_scan_is_named_from_its_first_lookup() {
+        let root = std::env::temp_dir().join(format!("fi-cgindex-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("old")).unwrap();
+        let mut index = CgroupIndex::new(root.clone());
+        let old = cgroup_id(&root.join("old")).unwrap();
+        assert_eq!(index.path_of(old), "/old");
+        // Created right after that scan, well within the one-second throttle.
+        std::fs::create_dir(root.join("new")).unwrap();
+        let new = cgroup_id(&root.join("new")).unwrap();
+        assert_eq!(index.path_of(new), "/new");
+        // An id that is nowhere is reported as such, and remembered as missed.
+        assert_eq!(index.path_of(u64::MAX), format!("cgroup:{}", u64::MAX));
+        assert!(index.missed.contains(&u64::MAX));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     const HYBRID: &str = "sysfs /sys sysfs rw,nosuid 0 0\n\
         tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
@@ -248,31 +266,34 @@ pub fn resolve_target(mount: &Path, spec: &str) -> Result<PathBuf, CgroupError> 
     }
 }
 
-/// Maps cgroup ids back to paths, rescanning the hierarchy when an id is unknown (at most
-/// once a second, so a flood of unknown ids cannot turn into a flood of scans).
+/// Maps cgroup ids back to paths, rescanning the hierarchy when an id is unknown: at once
+/// the first time an id is seen (a cgroup created a moment ago, such as an exploration's
+/// test cgroup, is named from its first request), then at most once a second for ids still
+/// unknown (gone cgroups), so a flood of them cannot turn into a flood of scans.
 #[derive(Debug)]
 pub struct CgroupIndex {
     mount: PathBuf,
     by_id: std::collections::HashMap<u64, String>,
+    /// Ids a scan did not find (bounded: cleared when full).
+    missed: std::collections::HashSet<u64>,
     last_scan: Option<std::time::Instant>,
 }
+
+/// Unknown ids remembered, at most.
+const MISSED: usize = 4096;
 
 impl CgroupIndex {
     pub fn new(mount: PathBuf) -> Self {
         Self {
             mount,
             by_id: std::collections::HashMap::new(),
+            missed: std::collections::HashSet::new(),
             last_scan: None,
         }
     }
 
     pub fn mount(&self) -> &Path {
         &self.mount
-    }
-
-    /// Makes a cgroup known now (one just created), without waiting for a rescan.
-    pub fn insert(&mut self, id: u64, path: String) {
-        self.by_id.insert(id, path);
     }
 
     /// The cgroup's path relative to the mount, or `cgroup:<id>` if it is gone.
@@ -283,13 +304,19 @@ impl CgroupIndex {
         let stale = self
             .last_scan
             .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(1));
-        if stale {
+        if stale || !self.missed.contains(&id) {
             self.rescan();
         }
-        self.by_id
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("cgroup:{id}"))
+        match self.by_id.get(&id) {
+            Some(path) => path.clone(),
+            None => {
+                if self.missed.len() >= MISSED {
+                    self.missed.clear();
+                }
+                self.missed.insert(id);
+                format!("cgroup:{id}")
+            }
+        }
     }
 
     fn rescan(&mut self) {

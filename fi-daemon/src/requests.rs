@@ -165,12 +165,6 @@ impl RequestLog {
         self.pending.values().cloned().collect()
     }
 
-    /// Names a cgroup created after the last scan (a test's cgroup), so that its first
-    /// requests are attributed by path.
-    pub fn register_cgroup(&mut self, id: u64, path: String) {
-        self.cgroups.insert(id, path);
-    }
-
     pub fn count_decode_error(&mut self) {
         self.decode_errors += 1;
     }

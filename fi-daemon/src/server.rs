@@ -18,7 +18,7 @@ use crate::{
     },
     dataplane::DataPlane,
     explore::runner::Explorer,
-    requests::{ObservedRequest as RequestLogItem, RequestLog},
+    requests::{ObservedRequest, RequestLog},
     rules::Rules,
     targets::Targets,
 };
@@ -88,7 +88,7 @@ impl Daemon {
     }
 
     /// Completed requests from now on (a poisoned log yields a closed receiver).
-    pub fn requests_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<RequestLogItem>> {
+    pub fn requests_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ObservedRequest>> {
         match self.requests.lock() {
             Ok(log) => log.subscribe(),
             Err(_) => tokio::sync::broadcast::channel(1).1,
@@ -96,7 +96,7 @@ impl Daemon {
     }
 
     /// Requests with an injected fault, from now on.
-    pub fn injections_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<RequestLogItem>> {
+    pub fn injections_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ObservedRequest>> {
         match self.requests.lock() {
             Ok(log) => log.subscribe_injected(),
             Err(_) => tokio::sync::broadcast::channel(1).1,

@@ -292,15 +292,31 @@ impl Store {
 
     /// Explorations, newest first.
     pub fn list(&self, limit: u32) -> Result<Vec<ExplorationRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.rows("ORDER BY e.id DESC LIMIT ?1", limit)
+    }
+
+    pub fn row(&self, id: i64) -> Result<ExplorationRow, StoreError> {
+        self.rows("WHERE e.id = ?1", id)?
+            .pop()
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    /// Exploration rows with their counts of executions run and failed; `tail` is the
+    /// WHERE/ORDER clause, with one parameter.
+    fn rows(
+        &self,
+        tail: &str,
+        param: impl rusqlite::ToSql,
+    ) -> Result<Vec<ExplorationRow>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT e.id, e.created_ms, e.finished_ms, e.status, e.config, e.error,
                     (SELECT count(*) FROM executions x WHERE x.exploration_id = e.id
                          AND x.pruned IS NULL),
                     (SELECT count(*) FROM executions x WHERE x.exploration_id = e.id
                          AND x.failed)
-             FROM explorations e ORDER BY e.id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit], |r| {
+             FROM explorations e {tail}"
+        ))?;
+        let rows = stmt.query_map(params![param], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -327,14 +343,6 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    pub fn row(&self, id: i64) -> Result<ExplorationRow, StoreError> {
-        // Newest first, so a bounded scan is enough for recent ids; fall back to all.
-        self.list(u32::MAX)?
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or(StoreError::NotFound(id))
     }
 
     /// An exploration with all its executions, in order.

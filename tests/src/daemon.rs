@@ -20,6 +20,8 @@ pub struct Daemon {
     log: PathBuf,
     /// The pid, kept after the child is reaped, to remove its injector if it was killed.
     pid_for_cleanup: Option<u32>,
+    /// The store this harness chose (removed on drop); none when the test named one.
+    own_store: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -44,11 +46,10 @@ impl Daemon {
         let log_file = File::create(&log).expect("creating the daemon's log file");
         // A store of its own (fresh) unless the test names one (to read it again later).
         let mut args = args.to_vec();
-        if !args.iter().any(|a| a.starts_with("--store")) {
-            let store = dir.join(format!("fi-test-{id}.db"));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
-            }
+        let own_store = (!args.iter().any(|a| a.starts_with("--store")))
+            .then(|| dir.join(format!("fi-test-{id}.db")));
+        if let Some(store) = &own_store {
+            remove_store(store);
             args.push(format!("--store={}", store.display()));
         }
         let child = Command::new(bin_path("fi-daemon"))
@@ -64,6 +65,7 @@ impl Daemon {
             .expect("starting fi-daemon");
         let mut daemon = Self {
             pid_for_cleanup: Some(child.id()),
+            own_store,
             child: Some(child),
             socket,
             log,
@@ -210,9 +212,19 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.socket);
+        if let Some(store) = &self.own_store {
+            remove_store(store);
+        }
         // A daemon that was killed leaves its injector veth pair (named after its pid).
         if let Some(pid) = self.pid_for_cleanup {
             crate::process::ip_quiet(&["link", "del", &format!("fii{pid}a")]);
         }
+    }
+}
+
+/// Removes an SQLite store with its WAL files.
+pub fn remove_store(store: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
     }
 }

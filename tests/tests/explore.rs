@@ -252,9 +252,7 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
     let text = fictl(&daemon, &["explore", "show", &id.to_string()], &[0]);
     assert!(text.contains("failing plans (36)"), "{text}");
     drop(daemon);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
-    }
+    fi_tests::daemon::remove_store(&store);
 }
 
 /// The plans of a report that failed, or that reduction predicts to fail.
@@ -462,7 +460,5 @@ fn a_daemon_killed_mid_exploration_leaves_a_consistent_store() {
     let rules = json(&fictl(&daemon, &["--json", "rules", "ls"], &[0]));
     assert_eq!(rules, Value::Array(Vec::new()));
     drop(daemon);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
-    }
+    fi_tests::daemon::remove_store(&store);
 }

@@ -149,8 +149,7 @@ pub fn summarize(x: &Exploration) -> Summary {
             .unwrap_or_else(|| dest.to_owned())
     };
     let mut edges: BTreeMap<(String, String), EdgeVerdicts> = BTreeMap::new();
-    let reference = x.executions.iter().find(|e| e.plan.is_reference());
-    for e in x.executions.iter().chain(reference) {
+    for e in &x.executions {
         for call in &e.calls {
             let key = (call.site.source.clone(), name(&call.site.destination));
             let edge = edges.entry(key.clone()).or_insert_with(|| EdgeVerdicts {

@@ -186,7 +186,7 @@ pub fn start(
     let daemon = Arc::clone(daemon);
     let handle = Arc::clone(&running);
     tokio::spawn(async move {
-        let result = Run::new(&daemon, &handle, config, targets).await;
+        let result = Run::new(&daemon, &handle, config, targets);
         let (status, error) = match result {
             Ok(mut run) => {
                 let outcome = run.go(mode).await;
@@ -246,7 +246,7 @@ struct Run {
 }
 
 impl Run {
-    async fn new(
+    fn new(
         daemon: &Arc<Daemon>,
         running: &Arc<Running>,
         config: ExploreConfig,
@@ -300,9 +300,6 @@ impl Run {
                     field: "targets",
                     reason: e.to_string(),
                 })?;
-                if let Ok(mut log) = daemon.requests.lock() {
-                    log.register_cgroup(info.cgroup_id, info.cgroup.clone());
-                }
                 if run.leases.is_empty() {
                     // The test's cgroup as the registry spells cgroup paths.
                     run.sources[0].0 = info.cgroup.clone();
@@ -545,7 +542,6 @@ impl Run {
         let test_began = Instant::now();
         let (outcome, output) = self.run_test(number, plan, &rules, &mut injections).await;
         execution.test_ms = test_began.elapsed().as_millis() as u64;
-        kill_cgroup(&self.test_cgroup);
         // Late events: responses and closes the ring buffer still holds.
         let settle = tokio::time::sleep(SETTLE);
         tokio::pin!(settle);

@@ -252,11 +252,10 @@ fn follow(running: &Arc<Running>) -> ProgressStream {
         .unwrap_or_else(|p| p.into_inner().clone());
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        if now.status != RunStatus::Running {
-            let _ = tx.send(Ok(progress(&now))).await;
+        let ended = now.status != RunStatus::Running;
+        if tx.send(Ok(progress(&now))).await.is_err() || ended {
             return;
         }
-        let _ = tx.send(Ok(progress(&now))).await;
         loop {
             match updates.recv().await {
                 Ok(p) => {
