@@ -29,7 +29,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-requests",
         "Python requests, a real HTTP client in tests",
     ),
-    ("procps", "pgrep: the demo test checks that no process is left"),
+    (
+        "procps",
+        "pgrep: the demo test checks that no process is left",
+    ),
     ("wrk", "HTTP load generator: the bench's data-path overhead"),
     (
         "nginx",
