@@ -23,9 +23,15 @@ fn main() -> anyhow::Result<()> {
     for proto in &protos {
         println!("cargo::rerun-if-changed={}", proto.display());
     }
+    // protoc and the well-known types (google/protobuf/duration.proto) come from a crate,
+    // not from the system: Debian splits them over two packages, and a machine with only
+    // one of them failed here (docs/DECISIONS.md).
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    let well_known = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()
-        .compile_protos(&protos, &[proto_root])
-        .context("compiling proto/fi/v1 (is protoc installed? run `cargo xtask setup`)")?;
+        .compile_with_config(config, &protos, &[proto_root, well_known])
+        .context("compiling proto/fi/v1")?;
 
     println!("cargo::rerun-if-env-changed=FI_EBPF_OBJECT");
     let object = env::var_os("FI_EBPF_OBJECT")

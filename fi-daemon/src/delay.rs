@@ -234,7 +234,7 @@ fn sweep_stale() {
             .and_then(|rest| rest.strip_suffix('a'))
             .and_then(|pid| pid.parse::<u32>().ok());
         if let Some(pid) = pid
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !crate::instance::daemon_alive(pid)
         {
             let _ = ip(&["link", "del", &name]);
         }

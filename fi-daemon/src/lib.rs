@@ -12,6 +12,7 @@ pub mod ebpf_object;
 pub mod events;
 pub mod explore;
 pub mod graph;
+pub mod instance;
 pub mod interfaces;
 pub mod links;
 pub mod pump;

@@ -88,81 +88,10 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
         &shop.shop_test(),
         &["--faults", "default,response-lost"],
     );
-    assert_eq!(report["status"], "finished", "{report:#}");
+    let all = ["abort500", "abort503", "reset", "response-lost", "timeout"];
+    check_shop_findings(&shop, &report, &all);
     let id = report["id"].as_i64().expect("exploration id");
     let executions = report["executions"].as_array().expect("executions");
-    assert_eq!(executions[0]["outcome"]["kind"], "passed", "reference run");
-
-    // What examples/shop/README.md says a correct exploration finds, per endpoint: the
-    // faults (of reset, timeout, abort500, abort503, response-lost) that break the test.
-    let frontend = shop.service("frontend").url();
-    let payments = shop.service("payments").url();
-    let inventory = shop.service("inventory").url();
-    let all = ["abort500", "abort503", "reset", "response-lost", "timeout"];
-    let expected: BTreeMap<(&str, &str, String, u64), Vec<&str>> = [
-        (("test", "POST /checkout", frontend.clone(), 0), vec![]),
-        (("test", "GET /processed", payments.clone(), 0), vec![]),
-        (
-            ("frontend", "GET /recs", shop.service("recommend").url(), 0),
-            vec![],
-        ),
-        (
-            ("frontend", "GET /stock/{id}", inventory.clone(), 0),
-            all.to_vec(),
-        ),
-        (
-            (
-                "inventory",
-                "GET /level/{id}",
-                shop.service("warehouse").url(),
-                0,
-            ),
-            all.to_vec(),
-        ),
-        (
-            ("frontend", "POST /charge", payments.clone(), 0),
-            vec!["response-lost"],
-        ),
-    ]
-    .into_iter()
-    .collect();
-    let mut found: BTreeMap<(String, String, String, u64), Vec<String>> = BTreeMap::new();
-    for e in executions {
-        if let Some((source, endpoint, dest, index, fault)) = describe_single(e) {
-            let broke = found.entry((source, endpoint, dest, index)).or_default();
-            if failed(e) {
-                broke.push(fault);
-            }
-        }
-    }
-    let found: BTreeMap<(String, String, String, u64), Vec<String>> = found
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort();
-            (k, v)
-        })
-        .collect();
-    let expected: BTreeMap<(String, String, String, u64), Vec<String>> = expected
-        .into_iter()
-        .map(|((s, e, d, i), v)| {
-            (
-                (s.to_owned(), e.to_owned(), d, i),
-                v.into_iter().map(str::to_owned).collect(),
-            )
-        })
-        .collect();
-    assert_eq!(found, expected, "single faults that broke the test");
-
-    // The retry: every pair of faults on the charge and its retry breaks the checkout.
-    let pairs: Vec<&Value> = executions
-        .iter()
-        .filter(|e| e["plan"].as_array().is_some_and(|p| p.len() == 2))
-        .collect();
-    assert_eq!(pairs.len(), 25, "5 faults on the charge x 5 on its retry");
-    assert!(
-        pairs.iter().all(|e| failed(e)),
-        "a failed retry breaks the checkout"
-    );
     // The double execution under response lost is named as such.
     let lost = executions
         .iter()
@@ -183,8 +112,6 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
     );
     // Each failure comes with its replay command; replay reproduces it.
     let failures = report["summary"]["failures"].as_array().expect("failures");
-    // inventory 5, warehouse 5, response-lost on the charge 1, charge + retry 25.
-    assert_eq!(failures.len(), 5 + 5 + 1 + 25, "{failures:#?}");
     let singles: Vec<&Value> = failures
         .iter()
         .filter(|f| !f["plan"].as_str().unwrap_or("").contains(" + "))
@@ -253,6 +180,118 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
     assert!(text.contains("failing plans (36)"), "{text}");
     drop(daemon);
     fi_tests::daemon::remove_store(&store);
+}
+
+/// Checks a shop exploration with `faults` against what examples/shop/README.md says a
+/// correct one finds: per call site, exactly the single faults that break the test; every
+/// pair on the charge and its retry breaks it; and nothing else is reported.
+fn check_shop_findings(shop: &Example, report: &Value, faults: &[&str]) {
+    assert_eq!(report["status"], "finished", "{report:#}");
+    let executions = report["executions"].as_array().expect("executions");
+    assert_eq!(executions[0]["outcome"]["kind"], "passed", "reference run");
+    let frontend = shop.service("frontend").url();
+    let payments = shop.service("payments").url();
+    let inventory = shop.service("inventory").url();
+    let warehouse = shop.service("warehouse").url();
+    let recommend = shop.service("recommend").url();
+    let mut faults: Vec<String> = faults.iter().map(|f| (*f).to_owned()).collect();
+    faults.sort();
+    let lost_breaks_charge: Vec<String> = faults
+        .iter()
+        .filter(|f| *f == "response-lost")
+        .cloned()
+        .collect();
+    let key = |s: &str, e: &str, d: &String| (s.to_owned(), e.to_owned(), d.clone(), 0);
+    let expected: BTreeMap<(String, String, String, u64), Vec<String>> = [
+        (key("test", "POST /checkout", &frontend), vec![]),
+        (key("test", "GET /processed", &payments), vec![]),
+        (key("frontend", "GET /recs", &recommend), vec![]),
+        (
+            key("frontend", "GET /stock/{id}", &inventory),
+            faults.clone(),
+        ),
+        (
+            key("inventory", "GET /level/{id}", &warehouse),
+            faults.clone(),
+        ),
+        (
+            key("frontend", "POST /charge", &payments),
+            lost_breaks_charge.clone(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut found: BTreeMap<(String, String, String, u64), Vec<String>> = BTreeMap::new();
+    for e in executions {
+        if let Some((source, endpoint, dest, index, fault)) = describe_single(e) {
+            let broke = found.entry((source, endpoint, dest, index)).or_default();
+            if failed(e) {
+                broke.push(fault);
+            }
+        }
+    }
+    for broke in found.values_mut() {
+        broke.sort();
+    }
+    assert_eq!(found, expected, "single faults that broke the test");
+
+    // The retry: every pair of faults on the charge and its retry breaks the checkout.
+    let pairs: Vec<&Value> = executions
+        .iter()
+        .filter(|e| e["plan"].as_array().is_some_and(|p| p.len() == 2))
+        .collect();
+    let n = faults.len();
+    assert_eq!(
+        pairs.len(),
+        n * n,
+        "each fault on the charge x each on its retry"
+    );
+    assert!(
+        pairs.iter().all(|e| failed(e)),
+        "a failed retry breaks the checkout"
+    );
+    // inventory n, warehouse n, response-lost on the charge, charge + retry n x n.
+    let failures = report["summary"]["failures"].as_array().expect("failures");
+    assert_eq!(
+        failures.len(),
+        2 * n + lost_breaks_charge.len() + n * n,
+        "{failures:#?}"
+    );
+}
+
+/// Two shop explorations with different faults, in two labs at once, each with its own
+/// daemon: each finds exactly what it alone would. (They once shared the daemons' runtime
+/// files, and each read the other's injected faults.)
+#[test]
+fn two_explorations_in_two_labs_at_once_each_find_exactly_their_own_results() {
+    let explore_shop = |faults: &'static [&'static str]| {
+        std::thread::spawn(move || {
+            let lab = Lab::new();
+            let shop = Example::shop(&lab);
+            let daemon = start_daemon(&lab, &shop, &[]);
+            let list = faults.join(",");
+            let report = explore(&daemon, &shop, &shop.shop_test(), &["--faults", &list]);
+            check_shop_findings(&shop, &report, faults);
+        })
+    };
+    let first = explore_shop(&["reset", "abort503"]);
+    let second = explore_shop(&["abort500", "response-lost"]);
+    let results = [first.join(), second.join()];
+    for (name, result) in ["reset,abort503", "abort500,response-lost"]
+        .iter()
+        .zip(results)
+    {
+        if let Err(panic) = result {
+            std::panic::resume_unwind(Box::new(format!(
+                "the exploration with {name}: {}",
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default()
+            )));
+        }
+    }
 }
 
 /// The plans of a report that failed, or that reduction predicts to fail.
@@ -430,10 +469,26 @@ fn a_daemon_killed_mid_exploration_leaves_a_consistent_store() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!daemon.kill().success());
-    let test_cgroup: PathBuf = lab.cgroup().join(format!("fi.explore-{id}"));
+    let test_cgroups = || -> Vec<PathBuf> {
+        std::fs::read_dir(lab.cgroup())
+            .expect("the lab cgroup")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("fi.explore-"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        test_cgroups().len(),
+        1,
+        "the killed daemon's test cgroup is left"
+    );
     let daemon = start_daemon(&lab, &deep, std::slice::from_ref(&store_arg));
-    assert!(
-        !test_cgroup.exists(),
+    assert_eq!(
+        test_cgroups(),
+        Vec::<PathBuf>::new(),
         "the new daemon removes the dead one's test cgroup"
     );
     let report = json(&fictl(

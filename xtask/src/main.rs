@@ -49,6 +49,9 @@ enum Task {
     /// test, print the findings and the HTML report's path, and remove everything (also
     /// on Ctrl-C). Needs root.
     Demo,
+    /// Exactly what CI does: README's commands (setup, lint, test) in a pristine Debian 12
+    /// root, on a fresh clone of HEAD (commit first). Needs root; takes about 25 minutes.
+    Ci,
     /// Regenerate docs/FICTL.md from fictl's help (a test fails when it is stale).
     Docs,
     /// Build, then run fi-daemon in the foreground (needs root). Ctrl-C stops it.
@@ -64,7 +67,8 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup => setup::run(setup::Report::Table),
+        Task::Ci => tasks::ci(),
         Task::Build { release } => tasks::build(release).map(drop),
         Task::Test { tier, args } => tasks::test(tier, &args),
         Task::Lint => tasks::lint(),

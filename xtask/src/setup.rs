@@ -21,7 +21,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("libzstd-dev", "needed to link bpf-linker against LLVM 22"),
     ("zlib1g-dev", "needed to link bpf-linker against LLVM 22"),
-    ("protobuf-compiler", "protoc, compiles proto/fi/v1"),
     ("bpftool", "tests inspect cgroup attachments"),
     ("iproute2", "ip: test namespaces, veths, bridges"),
     ("curl", "a real HTTP client in tests"),
@@ -54,7 +53,17 @@ struct Row {
     why: String,
 }
 
-pub fn run() -> anyhow::Result<()> {
+/// How much [`run`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The whole table, always (`cargo xtask setup`).
+    Table,
+    /// The table only when a step was done or something is missing (before `test` and
+    /// `demo`, which set up a fresh machine themselves but stay quiet on a ready one).
+    WhenChanged,
+}
+
+pub fn run(report: Report) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
 
@@ -63,7 +72,9 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker(&mut rows)?;
     kernel(&mut rows, &mut problems);
 
-    print_table(&rows);
+    if report == Report::Table || !problems.is_empty() || steps_done(&rows) > 0 {
+        print_table(&rows);
+    }
     if !problems.is_empty() {
         bail!(
             "the machine cannot run fi:\n  - {}",
@@ -290,6 +301,13 @@ fn bpf_syscall_works() -> Result<(), String> {
     Ok(())
 }
 
+/// Rows whose step changed the machine (installed something).
+fn steps_done(rows: &[Row]) -> usize {
+    rows.iter()
+        .filter(|r| r.action != "none" && r.action != "check")
+        .count()
+}
+
 fn print_table(rows: &[Row]) {
     let w_item = rows.iter().map(|r| r.item.len()).max().unwrap_or(4).max(4);
     let w_found = rows.iter().map(|r| r.found.len()).max().unwrap_or(5).max(5);
@@ -309,10 +327,7 @@ fn print_table(rows: &[Row]) {
             r.item, r.found, r.action, r.why
         );
     }
-    let done = rows
-        .iter()
-        .filter(|r| r.action != "none" && r.action != "check")
-        .count();
+    let done = steps_done(rows);
     if done == 0 {
         println!("\nsetup: nothing needed doing");
     } else {

@@ -40,6 +40,9 @@ fn host_cargo(sub: &str, object: &std::path::Path) -> Command {
 }
 
 pub fn test(tier: Option<Tier>, args: &[String]) -> anyhow::Result<()> {
+    // On a fresh machine this is where the toolchain and packages arrive; on a ready one
+    // it checks in a second and prints nothing.
+    crate::setup::run(crate::setup::Report::WhenChanged)?;
     // The binaries (fi-daemon, fictl) must exist before the integration tests start them.
     let bin_dir = build(false)?;
     let object = ebpf::object_path();
@@ -99,7 +102,7 @@ pub fn bench(short: bool) -> anyhow::Result<()> {
 /// The demo: set-up if needed, build, then the example shop explored end to end
 /// (tests/src/bin/fi-demo.rs). Its report goes to target/fi-demo/report.html.
 pub fn demo() -> anyhow::Result<()> {
-    crate::setup::run()?;
+    crate::setup::run(crate::setup::Report::WhenChanged)?;
     let bin_dir = build(false)?;
     let report_dir = cmd::workspace_root().join("target/fi-demo");
     // Ctrl-C goes to the whole terminal group: the demo cleans up and exits on its own;
@@ -128,4 +131,20 @@ pub fn docs() -> anyhow::Result<()> {
     std::fs::write(&path, out.stdout)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Exactly what CI does: `.ci/run` on a fresh clone of HEAD (committed work only), which
+/// runs README's commands in a pristine Debian root. Needs root and a few minutes.
+pub fn ci() -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    let clone = std::env::temp_dir().join(format!("fi-ci-clone-{}", std::process::id()));
+    cmd::run(
+        Command::new("git")
+            .args(["clone", "--quiet", "--no-hardlinks"])
+            .arg(&root)
+            .arg(&clone),
+    )?;
+    let result = cmd::run(Command::new("bash").arg(clone.join(".ci/run")));
+    std::fs::remove_dir_all(&clone)?;
+    result
 }

@@ -209,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
         .socket
         .parent()
         .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned);
-    sweep_explore_cgroups(&cgroup);
+    fi_daemon::instance::sweep_test_cgroups(&cgroup);
+    fi_daemon::instance::sweep_runtime_dirs(&runtime_dir);
     let daemon = Arc::new(Daemon::new(
         dataplane,
         targets,
@@ -316,30 +317,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = int.recv() => info!("SIGINT: shutting down"),
         _ = term.recv() => info!("SIGTERM: shutting down"),
-    }
-}
-
-/// Removes the test cgroups an earlier daemon left (killed while exploring), after
-/// killing what still runs in them.
-fn sweep_explore_cgroups(mount: &Path) {
-    let Ok(entries) = std::fs::read_dir(mount) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("fi.explore-")
-        {
-            let dir = entry.path();
-            let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
-            for _ in 0..50 {
-                if std::fs::remove_dir(&dir).is_ok() {
-                    info!(cgroup = %dir.display(), "removed a test cgroup left by an earlier daemon");
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
     }
 }

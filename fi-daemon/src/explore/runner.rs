@@ -260,10 +260,7 @@ impl Run {
             .mount()
             .to_owned();
         // Below the sock_ops cgroup, so that the test's connections are attributed.
-        let test_cgroup = daemon
-            .explorer
-            .cgroup_parent
-            .join(format!("fi.explore-{id}"));
+        let test_cgroup = crate::instance::test_cgroup(&daemon.explorer.cgroup_parent, id);
         let rel = test_cgroup
             .strip_prefix(&mount)
             .map(|p| format!("/{}", p.display()))
@@ -272,7 +269,7 @@ impl Run {
             path: test_cgroup.clone(),
             source,
         })?;
-        let dir = daemon.explorer.runtime_dir.join(format!("explore-{id}"));
+        let dir = crate::instance::runtime_dir(&daemon.explorer.runtime_dir, id);
         std::fs::create_dir_all(&dir).map_err(|source| ExploreError::Cgroup {
             path: dir.clone(),
             source,
