@@ -16,7 +16,7 @@ pub fn parse_fault(text: &str) -> Result<api::Fault, String> {
         Some(_) => Err(format!("{kind} takes no argument")),
     };
     fault.kind = match kind {
-        "timeout" | "blackhole" => {
+        "timeout" => {
             no_arg(kind)?;
             api::FaultKind::Timeout
         }
@@ -56,6 +56,11 @@ pub fn parse_fault(text: &str) -> Result<api::Fault, String> {
 
 /// `250ms`, `1.5s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative; give a positive duration (e.g. 30s)"
+        ));
+    }
     if let Some(secs) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok())
         && secs.is_finite()
         && secs >= 0.0
@@ -68,13 +73,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `30%`, `0.5%`, `12.5` (percent) to parts per million.
 pub fn parse_percent(text: &str) -> Result<u32, String> {
     let value: f64 = text
-        .trim_end_matches('%')
+        .strip_suffix('%')
+        .unwrap_or(text)
         .parse()
-        .map_err(|_| format!("{text:?} is not a percentage"))?;
-    if !(0.0..=100.0).contains(&value) || value == 0.0 {
-        return Err(format!("{text:?}: give a share in (0, 100]"));
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+        .ok_or_else(|| format!("{text:?} is not a percentage (e.g. 30%, 0.5%)"))?;
+    let ppm = (value * 10_000.0).round();
+    if !(1.0..=1_000_000.0).contains(&ppm) {
+        return Err(format!("{text:?}: give a share in 0.0001%..=100%"));
     }
-    Ok((value * 10_000.0).round() as u32)
+    Ok(ppm as u32)
 }
 
 /// `NAME=VALUE`.
@@ -104,30 +113,60 @@ pub fn fault_name(f: &api::Fault) -> String {
     }
 }
 
+/// A rule's share as text: `100%` when it was left out.
+pub fn percent_text(ppm: Option<u32>) -> String {
+    let ppm = ppm.unwrap_or(1_000_000);
+    format!("{}%", f64::from(ppm) / 10_000.0)
+}
+
+/// A rule's count and time gates, `skip 2, max 1, ttl 4m 59s left`; empty without any.
+pub fn gates_summary(spec: &api::CreateRuleRequest, ttl_left: Option<Duration>) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = spec.skip_first {
+        parts.push(format!("skip {n}"));
+    }
+    if let Some(n) = spec.nth {
+        parts.push(format!("nth {n}"));
+    }
+    if let Some(n) = spec.max_injections {
+        parts.push(format!("max {n}"));
+    }
+    if let Some(left) = ttl_left {
+        let left = Duration::from_secs(left.as_secs());
+        parts.push(format!("ttl {} left", humantime::format_duration(left)));
+    }
+    parts.join(", ")
+}
+
 /// A one-line description of what a rule selects.
 pub fn match_summary(m: &api::Match) -> String {
     let mut parts = Vec::new();
-    if !m.container.is_empty() {
-        parts.push(format!("from {}", m.container));
+    if let Some(container) = &m.container {
+        parts.push(format!("from {container}"));
     }
     if !m.methods.is_empty() {
         parts.push(m.methods.join(","));
     }
     let mut to = String::new();
-    if !m.host.is_empty() {
-        to.push_str(&m.host);
-    } else if !m.destination.is_empty() {
-        to.push_str(&m.destination);
+    if let Some(host) = &m.host {
+        to.push_str(host);
+        if let Some(destination) = &m.destination {
+            to.push_str(&format!(" ({destination})"));
+        }
+    } else if let Some(destination) = &m.destination {
+        to.push_str(destination);
     }
-    if m.port != 0 {
-        to.push_str(&format!(":{}", m.port));
+    if let Some(port) = m.port {
+        to.push_str(&format!(":{port}"));
     }
-    to.push_str(&m.path);
+    if let Some(path) = &m.path {
+        to.push_str(path);
+    }
     if !to.is_empty() {
         parts.push(format!("to {to}"));
     }
-    if !m.header_name.is_empty() {
-        parts.push(format!("with {}={}", m.header_name, m.header_value));
+    if let (Some(name), Some(value)) = (&m.header_name, &m.header_value) {
+        parts.push(format!("with {name}={value}"));
     }
     if parts.is_empty() {
         "everything".into()
@@ -163,6 +202,8 @@ mod tests {
                 .contains("timeout, reset")
         );
         assert_eq!(fault_name(&parse_fault("delay:2s").unwrap()), "delay:2s");
+        assert!(parse_fault("blackhole").is_err());
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
     }
 
     #[test]
@@ -171,6 +212,10 @@ mod tests {
         assert_eq!(parse_percent("0.5"), Ok(5_000));
         assert_eq!(parse_percent("100"), Ok(1_000_000));
         assert!(parse_percent("0").is_err());
+        assert!(parse_percent("30%%").is_err());
+        assert!(parse_percent("0.00001%").is_err());
+        assert!(parse_percent("NaN").is_err());
+        assert_eq!(parse_percent("0.0001%"), Ok(1));
         assert!(parse_percent("101%").is_err());
         assert!(parse_percent("x").is_err());
     }

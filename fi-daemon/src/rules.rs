@@ -20,8 +20,9 @@ use fi_common::{
 
 use crate::targets::{TargetError, Targets};
 
-/// Finished (expired or deleted by expiry) rules kept for their counters.
-const FINISHED: usize = 1000;
+/// Expired rules kept, with their counters, for `rules ls` and `rules get`: the newest
+/// ones; older ones are gone. A rule's life: active, then expired (listed), then gone.
+pub const FINISHED: usize = 100;
 /// Longest delay a rule may ask for.
 pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
@@ -48,26 +49,76 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> RuleError {
 }
 
 /// A rule as a client sent it (plain values; every field checked by [`validate`]).
+///
+/// `None` means "any" (or "no gate"). A value that is given must be valid and non-empty:
+/// an empty string or a zero count is an error naming the field, never a wider rule.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Draft {
-    pub container: String,
-    pub destination: String,
-    pub port: u32,
+    pub container: Option<String>,
+    pub destination: Option<String>,
+    pub port: Option<u32>,
     pub methods: Vec<String>,
-    pub host: String,
-    pub path: String,
-    pub header_name: String,
-    pub header_value: String,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub header_name: Option<String>,
+    pub header_value: Option<String>,
     pub fault: Option<Fault>,
     pub status: u32,
     pub delay: Option<Duration>,
-    pub probability_ppm: u32,
-    pub skip_first: u32,
-    pub max_injections: u32,
-    pub nth: u32,
+    pub probability_ppm: Option<u32>,
+    pub skip_first: Option<u32>,
+    pub max_injections: Option<u32>,
+    pub nth: Option<u32>,
     pub ttl: Option<Duration>,
     pub priority: i32,
     pub description: String,
+}
+
+/// Longest text a matcher may carry.
+pub const MAX_FIELD: usize = 4096;
+/// Longest description.
+pub const MAX_DESCRIPTION: usize = 1024;
+/// Abort statuses: final responses only (a 1xx is interim and would leave the client
+/// waiting for the real answer).
+pub const ABORT_STATUSES: std::ops::RangeInclusive<u32> = 200..=599;
+
+/// A text matcher: absent, or non-empty, bounded and free of control characters (a CR or
+/// LF could never match a parsed head, and would corrupt listings).
+fn text<'a>(field: &'static str, value: &'a Option<String>) -> Result<Option<&'a str>, RuleError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.is_empty() {
+        return Err(invalid(
+            field,
+            "empty; leave the matcher out to match any value",
+        ));
+    }
+    if value.len() > MAX_FIELD {
+        return Err(invalid(
+            field,
+            format!("{} bytes, longer than {MAX_FIELD}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("{value:?} has a control character (CR, LF, TAB, ...)"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// A count gate: absent (0 in the kernel: no gate), or at least 1.
+fn count(field: &'static str, value: Option<u32>) -> Result<u32, RuleError> {
+    match value {
+        None => Ok(0),
+        Some(0) => Err(invalid(
+            field,
+            "0 is not allowed: give at least 1, or leave the gate out",
+        )),
+        Some(n) => Ok(n),
+    }
 }
 
 /// A validated rule, ready for the kernel (all but its id, cgroup and expiry time).
@@ -98,21 +149,18 @@ pub fn validate(
     k.fault = fault as u8;
     let mut cgroup = None;
 
-    if !draft.container.is_empty() {
-        let info = targets
-            .resolve(&draft.container)
-            .map_err(RuleError::Container)?;
+    if let Some(container) = text("match.container", &draft.container)? {
+        let info = targets.resolve(container).map_err(RuleError::Container)?;
         k.flags |= MATCH_CGROUP;
         k.cgroup_id = info.cgroup_id;
         cgroup = Some(info.cgroup);
     }
-    if !draft.destination.is_empty() {
-        let (addr, prefix) = parse_cidr(&draft.destination).ok_or_else(|| {
+    if let Some(destination) = text("match.destination", &draft.destination)? {
+        let (addr, prefix) = parse_cidr(destination).ok_or_else(|| {
             invalid(
                 "match.destination",
                 format!(
-                    "{:?} is not an IP address or CIDR (10.0.0.2, 10.0.0.0/24, fd00::/64)",
-                    draft.destination
+                    "{destination:?} is not an IP address or CIDR (10.0.0.2, 10.0.0.0/24, fd00::/64)"
                 ),
             )
         })?;
@@ -120,14 +168,27 @@ pub fn validate(
         k.dst_addr = addr;
         k.dst_prefix = prefix;
     }
-    if draft.port != 0 {
+    if let Some(port) = draft.port {
         k.flags |= MATCH_PORT;
-        k.dst_port = u16::try_from(draft.port).map_err(|_| {
-            invalid(
-                "match.port",
-                format!("{} is not a TCP port (1..=65535)", draft.port),
-            )
-        })?;
+        k.dst_port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                invalid(
+                    "match.port",
+                    format!("{port} is not a TCP port (1..=65535; leave it out for any)"),
+                )
+            })?;
+    }
+    if draft.methods.len() > Method::ALL.len() {
+        return Err(invalid(
+            "match.methods",
+            format!(
+                "{} methods; at most {}",
+                draft.methods.len(),
+                Method::ALL.len()
+            ),
+        ));
     }
     if !draft.methods.is_empty() {
         k.flags |= MATCH_METHOD;
@@ -139,8 +200,8 @@ pub fn validate(
             k.method_mask |= 1 << (*method as u8);
         }
     }
-    if !draft.host.is_empty() {
-        let host = draft.host.to_ascii_lowercase();
+    if let Some(host) = text("match.host", &draft.host)? {
+        let host = host.to_ascii_lowercase();
         let (name, suffix) = match host.strip_prefix("*.").or_else(|| host.strip_prefix('.')) {
             Some(domain) => (domain.to_owned(), true),
             None => (host.clone(), false),
@@ -153,8 +214,7 @@ pub fn validate(
             return Err(invalid(
                 "match.host",
                 format!(
-                    "{:?} is not a host name (a port is never part of it; `*.example.com` for a domain)",
-                    draft.host
+                    "{host:?} is not a host name (a port is never part of it; `*.example.com` for a domain)"
                 ),
             ));
         }
@@ -164,17 +224,17 @@ pub fn validate(
         }
         k.host_hash = fnv(name.as_bytes());
     }
-    if !draft.path.is_empty() {
-        let (path, prefix) = match draft.path.strip_suffix('*') {
-            Some(p) => (p, true),
-            None => (draft.path.as_str(), false),
+    if let Some(pattern) = text("match.path", &draft.path)? {
+        // Exact, or a prefix ending in "/*": the star is a whole last segment or nothing.
+        let (path, prefix) = match pattern.strip_suffix("/*") {
+            Some(dir) => (&pattern[..dir.len() + 1], true),
+            None => (pattern, false),
         };
-        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ', '*']) {
             return Err(invalid(
                 "match.path",
                 format!(
-                    "{:?} must start with '/' and have no query (a trailing '*' makes it a prefix)",
-                    draft.path
+                    "{pattern:?}: a path is exact (\"/api/users\") or a prefix ending in \"/*\" (\"/api/*\"), starts with '/', and has no query, space or other '*'"
                 ),
             ));
         }
@@ -191,10 +251,13 @@ pub fn validate(
         k.path_hash = fnv(path.as_bytes());
         k.path_len = u32::try_from(path.len()).map_err(|_| invalid("match.path", "too long"))?;
     }
-    match (draft.header_name.is_empty(), draft.header_value.is_empty()) {
-        (true, true) => {}
-        (false, false) => {
-            let name = draft.header_name.to_ascii_lowercase();
+    match (
+        text("match.header_name", &draft.header_name)?,
+        text("match.header_value", &draft.header_value)?,
+    ) {
+        (None, None) => {}
+        (Some(name), Some(value)) => {
+            let name = name.to_ascii_lowercase();
             if name.len() > HEADER_NAME_LEN {
                 return Err(invalid("match.header_name", "too long"));
             }
@@ -203,15 +266,15 @@ pub fn validate(
             })?;
             k.flags |= MATCH_HEADER;
             k.header_slot = slot as u8;
-            k.header_hash = fnv(draft.header_value.as_bytes());
+            k.header_hash = fnv(value.as_bytes());
         }
-        (true, false) => {
+        (None, Some(_)) => {
             return Err(invalid(
                 "match.header_name",
                 "required with match.header_value",
             ));
         }
-        (false, true) => {
+        (Some(_), None) => {
             return Err(invalid(
                 "match.header_value",
                 "required with match.header_name",
@@ -227,10 +290,13 @@ pub fn validate(
     let mut response = None;
     match fault {
         Fault::Abort => {
-            if !(100..=599).contains(&draft.status) {
+            if !ABORT_STATUSES.contains(&draft.status) {
                 return Err(invalid(
                     "fault.status",
-                    format!("{} is not an HTTP status (100..=599)", draft.status),
+                    format!(
+                        "{} is not the status of a final HTTP response (200..=599)",
+                        draft.status
+                    ),
                 ));
             }
             k.abort_status = draft.status as u16;
@@ -258,28 +324,43 @@ pub fn validate(
         }
     }
     k.probability_ppm = match draft.probability_ppm {
-        0 => 1_000_000,
-        p if p <= 1_000_000 => p,
-        p => {
+        None => 1_000_000,
+        Some(p @ 1..=1_000_000) => p,
+        Some(p) => {
             return Err(invalid(
                 "probability_ppm",
-                format!("{p} is more than 1,000,000"),
+                format!("{p} is outside 1..=1,000,000 parts per million (leave it out for all)"),
             ));
         }
     };
-    if draft.nth != 0 && draft.skip_first != 0 {
+    k.skip_first = count("skip_first", draft.skip_first)?;
+    k.max_injections = count("max_injections", draft.max_injections)?;
+    k.nth = count("nth", draft.nth)?;
+    if k.nth != 0 && k.skip_first != 0 {
         return Err(invalid("nth", "give nth or skip_first, not both"));
     }
-    k.skip_first = draft.skip_first;
-    k.max_injections = draft.max_injections;
-    k.nth = draft.nth;
     if let Some(ttl) = draft.ttl
         && (ttl.is_zero() || ttl > Duration::from_secs(30 * 86_400))
     {
-        return Err(invalid("ttl", "must be between 1ns and 30 days"));
+        return Err(invalid(
+            "ttl",
+            "must be between 1ns and 30 days (leave it out: never expires)",
+        ));
     }
-    if draft.description.len() > 1024 {
-        return Err(invalid("description", "at most 1024 bytes"));
+    if draft.description.len() > MAX_DESCRIPTION {
+        return Err(invalid(
+            "description",
+            format!(
+                "{} bytes, longer than {MAX_DESCRIPTION}",
+                draft.description.len()
+            ),
+        ));
+    }
+    if draft.description.chars().any(char::is_control) {
+        return Err(invalid(
+            "description",
+            "has a control character (CR, LF, TAB, ...)",
+        ));
     }
     Ok(Validated {
         draft,
@@ -517,7 +598,12 @@ impl Rules {
         Ok(())
     }
 
+    /// Removes a rule, active or expired.
     pub fn delete(&mut self, id: u32) -> Result<(), RuleError> {
+        if let Some(at) = self.finished.iter().position(|v| v.id == id) {
+            self.finished.remove(at);
+            return Ok(());
+        }
         if self.active.remove(&id).is_none() {
             return Err(RuleError::NotFound(id));
         }

@@ -27,105 +27,459 @@ impl Rng {
     }
 }
 
-/// A rule request with at least one field made invalid.
-fn malformed(rng: &mut Rng) -> api::CreateRuleRequest {
-    let mut req = api::CreateRuleRequest {
-        r#match: Some(api::Match {
-            destination: rng
-                .pick(&["", "10.77.0.2", "10.77.0.0/24", "fd77::/64"])
-                .to_owned(),
-            port: [0u32, 80, 8080][(rng.next() % 3) as usize],
-            methods: if rng.next().is_multiple_of(2) {
-                vec![]
-            } else {
-                vec!["GET".into()]
-            },
-            host: rng.pick(&["", "b.svc", "*.svc"]).to_owned(),
-            path: rng.pick(&["", "/a", "/api/*"]).to_owned(),
-            ..Default::default()
-        }),
-        fault: Some(api::Fault {
-            kind: api::FaultKind::Reset as i32,
-            ..Default::default()
-        }),
-        probability_ppm: (rng.next() % 1_000_001) as u32,
-        ..Default::default()
-    };
-    let m = req.r#match.as_mut().expect("set above");
-    let f = req.fault.as_mut().expect("set above");
-    match rng.next() % 16 {
-        0 => f.kind = [0, 7, 99, -1][(rng.next() % 4) as usize],
-        1 => {
-            f.kind = api::FaultKind::Abort as i32;
-            f.status = [0, 99, 600, 1000, u32::MAX][(rng.next() % 5) as usize];
-        }
-        2 => {
-            f.kind = api::FaultKind::Delay as i32;
-            f.delay = [
-                None,
-                Some(prost_types::Duration {
-                    seconds: -1,
-                    nanos: 0,
-                }),
-                Some(prost_types::Duration {
-                    seconds: 3600,
-                    nanos: 0,
-                }),
-            ][(rng.next() % 3) as usize];
-        }
-        3 => m.destination = format!("{}!", rng.junk(40)),
-        4 => m.port = 65_536 + (rng.next() % 1_000_000) as u32,
-        5 => m.methods = vec![rng.junk(12).to_lowercase() + "x"],
-        6 => m.host = format!("{} {}", rng.junk(10), rng.junk(10)),
-        7 => m.path = format!("x{}", rng.junk(30)),
-        8 => {
-            m.header_name = format!("x-{}", rng.next());
-            m.header_value = "v".into();
-        }
-        9 => m.header_value = rng.junk(20) + "v",
-        10 => req.probability_ppm = 1_000_001 + (rng.next() % 1_000_000) as u32,
-        11 => {
-            req.nth = 1 + (rng.next() % 5) as u32;
-            req.skip_first = 1 + (rng.next() % 5) as u32;
-        }
-        12 => {
-            req.ttl = Some(prost_types::Duration {
-                seconds: -5,
-                nanos: 0,
-            })
-        }
-        13 => req.description = "d".repeat(1025 + (rng.next() % 5000) as usize),
-        14 => m.container = format!("/no/such/{}", rng.next()),
-        _ => {
-            f.kind = api::FaultKind::Refuse as i32;
-            m.path = "/x".into();
+/// A rule as both fictl and the gRPC API can say it. Built valid, then one value is
+/// made bad.
+#[derive(Debug, Clone, Default)]
+struct Spec {
+    container: Option<String>,
+    destination: Option<String>,
+    port: Option<u32>,
+    methods: Vec<String>,
+    host: Option<String>,
+    path: Option<String>,
+    header: Option<(String, String)>,
+    fault: api::Fault,
+    fault_text: String,
+    ppm: Option<u32>,
+    /// fictl's `--percent` where it differs from `ppm` (its own syntax).
+    percent_text: Option<String>,
+    skip: Option<u32>,
+    max: Option<u32>,
+    nth: Option<u32>,
+    ttl: Option<prost_types::Duration>,
+    /// fictl's `--ttl` where it differs from `ttl`.
+    ttl_text: Option<String>,
+    description: String,
+}
+
+impl Spec {
+    fn grpc(&self) -> api::CreateRuleRequest {
+        let (header_name, header_value) = self.header.clone().unzip();
+        api::CreateRuleRequest {
+            r#match: Some(api::Match {
+                container: self.container.clone(),
+                destination: self.destination.clone(),
+                port: self.port,
+                methods: self.methods.clone(),
+                host: self.host.clone(),
+                path: self.path.clone(),
+                header_name,
+                header_value,
+            }),
+            fault: Some(self.fault),
+            probability_ppm: self.ppm,
+            skip_first: self.skip,
+            max_injections: self.max,
+            nth: self.nth,
+            ttl: self.ttl,
+            priority: 0,
+            description: self.description.clone(),
         }
     }
-    req
+
+    fn cli(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "rules".into(),
+            "add".into(),
+            "--fault".into(),
+            self.fault_text.clone(),
+        ];
+        let mut flag = |name: &str, value: String| {
+            a.push(format!("--{name}"));
+            a.push(value);
+        };
+        if let Some(v) = &self.container {
+            flag("container", v.clone());
+        }
+        if let Some(v) = &self.destination {
+            flag("dst", v.clone());
+        }
+        if let Some(v) = self.port {
+            flag("port", v.to_string());
+        }
+        for m in &self.methods {
+            flag("method", m.clone());
+        }
+        if let Some(v) = &self.host {
+            flag("host", v.clone());
+        }
+        if let Some(v) = &self.path {
+            flag("path", v.clone());
+        }
+        if let Some((n, v)) = &self.header {
+            flag("header", format!("{n}={v}"));
+        }
+        match (&self.percent_text, self.ppm) {
+            (Some(t), _) => flag("percent", t.clone()),
+            (None, Some(p)) => flag("percent", format!("{}%", f64::from(p) / 10_000.0)),
+            (None, None) => {}
+        }
+        if let Some(v) = self.skip {
+            flag("skip", v.to_string());
+        }
+        if let Some(v) = self.max {
+            flag("max", v.to_string());
+        }
+        if let Some(v) = self.nth {
+            flag("nth", v.to_string());
+        }
+        match (&self.ttl_text, self.ttl) {
+            (Some(t), _) => flag("ttl", t.clone()),
+            (None, Some(d)) => flag("ttl", format!("{}s", d.seconds)),
+            (None, None) => {}
+        }
+        if !self.description.is_empty() {
+            flag("description", self.description.clone());
+        }
+        a
+    }
+}
+
+fn fault(kind: api::FaultKind, status: u32, delay: Option<(i64, i32)>) -> api::Fault {
+    api::Fault {
+        kind: kind as i32,
+        status,
+        delay: delay.map(|(seconds, nanos)| prost_types::Duration { seconds, nanos }),
+    }
+}
+
+/// A valid rule with some of its matchers, chosen by `rng`.
+fn valid(rng: &mut Rng) -> Spec {
+    let mut s = Spec {
+        fault: fault(api::FaultKind::Reset, 0, None),
+        fault_text: "reset".into(),
+        ..Spec::default()
+    };
+    if rng.next().is_multiple_of(2) {
+        s.destination = Some(rng.pick(&["10.77.0.2", "10.77.0.0/24", "fd77::/64"]).into());
+    }
+    if rng.next().is_multiple_of(2) {
+        s.port = Some([1u32, 80, 8080, 65_535][(rng.next() % 4) as usize]);
+    }
+    if rng.next().is_multiple_of(2) {
+        s.methods = vec![rng.pick(&["GET", "post", "DELETE"]).into()];
+    }
+    if rng.next().is_multiple_of(2) {
+        s.host = Some(rng.pick(&["b.svc", "*.svc", ".svc"]).into());
+    }
+    if rng.next().is_multiple_of(2) {
+        s.path = Some(rng.pick(&["/a", "/api/*", "/*"]).into());
+    }
+    if rng.next().is_multiple_of(2) {
+        s.ppm = Some([1u32, 300_000, 1_000_000][(rng.next() % 3) as usize]);
+    }
+    s
+}
+
+/// How many kinds of bad value [`bad`] makes.
+const KINDS: u64 = 52;
+
+/// A valid rule with one value of kind `kind` made bad: the rule, the API field its
+/// refusal must name, and what fictl's refusal must name (the field, or the flag when
+/// fictl refuses the flag's own syntax before asking the daemon).
+fn bad(kind: u64, rng: &mut Rng) -> (Spec, &'static str, &'static str) {
+    use api::FaultKind as K;
+    let mut s = valid(rng);
+    let n = rng.next();
+    let named = |field: &'static str| (field, field);
+    let (field, flag) = match kind {
+        0 => {
+            s.container = Some(String::new());
+            named("match.container")
+        }
+        1 => {
+            s.container = Some(format!("/no/such/{n}"));
+            named("match.container")
+        }
+        2 => {
+            s.container = Some("/a\nb".into());
+            named("match.container")
+        }
+        3 => {
+            s.destination = Some(String::new());
+            named("match.destination")
+        }
+        4 => {
+            s.destination = Some(format!("{}!", rng.junk(30)));
+            named("match.destination")
+        }
+        5 => {
+            s.destination = Some("10.0.0.0/33".into());
+            named("match.destination")
+        }
+        6 => {
+            s.destination = Some("::/129".into());
+            named("match.destination")
+        }
+        7 => {
+            s.port = Some(0);
+            named("match.port")
+        }
+        8 => {
+            s.port = Some(65_536 + (n % 1_000_000) as u32);
+            named("match.port")
+        }
+        9 => {
+            s.port = Some(u32::MAX);
+            named("match.port")
+        }
+        10 => {
+            s.methods = vec![String::new()];
+            named("match.methods")
+        }
+        11 => {
+            s.methods = vec![rng.junk(12).to_lowercase() + "x"];
+            named("match.methods")
+        }
+        12 => {
+            s.methods = vec!["GET".into(); 10];
+            named("match.methods")
+        }
+        13 => {
+            s.host = Some(String::new());
+            named("match.host")
+        }
+        14 => {
+            s.host = Some(format!("{} {}", rng.junk(5), rng.junk(5)));
+            named("match.host")
+        }
+        15 => {
+            s.host = Some("b.svc:8080".into());
+            named("match.host")
+        }
+        16 => {
+            s.host = Some("b.svc\r\nx-evil: 1".into());
+            named("match.host")
+        }
+        17 => {
+            s.host = Some(rng.pick(&["*", "*.", "a*b", "**.svc"]).into());
+            named("match.host")
+        }
+        18 => {
+            s.host = Some("a".repeat(300));
+            named("match.host")
+        }
+        19 => {
+            s.path = Some(String::new());
+            named("match.path")
+        }
+        20 => {
+            s.path = Some(format!("x{}", rng.junk(10)));
+            named("match.path")
+        }
+        21 => {
+            s.path = Some(rng.pick(&["/a*b", "/**", "/a*", "/a/*/b", "*"]).into());
+            named("match.path")
+        }
+        22 => {
+            s.path = Some("/a?b=1".into());
+            named("match.path")
+        }
+        23 => {
+            s.path = Some(format!("/{}", "p".repeat(5000)));
+            named("match.path")
+        }
+        24 => {
+            s.path = Some("/a\tb".into());
+            named("match.path")
+        }
+        25 => {
+            s.header = Some(("x-fi-target".into(), "u\r\nx-evil: 1".into()));
+            named("match.header_value")
+        }
+        26 => {
+            s.header = Some((format!("x-other-{n}"), "v".into()));
+            named("match.header_name")
+        }
+        27 => {
+            s.header = Some((String::new(), "v".into()));
+            ("match.header_name", "--header")
+        }
+        28 => {
+            s.header = Some(("x-fi-target".into(), String::new()));
+            ("match.header_value", "--header")
+        }
+        29 => {
+            s.fault = fault(K::Unspecified, 0, None);
+            s.fault_text = String::new();
+            ("fault.kind", "--fault")
+        }
+        30 => {
+            s.fault.kind = [7, 99, -1][(n % 3) as usize];
+            s.fault_text = "blackhole".into();
+            ("fault.kind", "--fault")
+        }
+        31 => {
+            let status = [0u32, 100, 101, 199][(n % 4) as usize];
+            s.fault = fault(K::Abort, status, None);
+            s.fault_text = format!("abort:{status}");
+            named("fault.status")
+        }
+        32 => {
+            let status = [600u32, 1000, 65_535][(n % 3) as usize];
+            s.fault = fault(K::Abort, status, None);
+            s.fault_text = format!("abort:{status}");
+            named("fault.status")
+        }
+        33 => {
+            s.fault = fault(K::Abort, u32::MAX, None);
+            s.fault_text = "abort:4294967296".into();
+            ("fault.status", "--fault")
+        }
+        34 => {
+            s.fault = fault(K::Delay, 0, None);
+            s.fault_text = "delay:".into();
+            ("fault.delay", "--fault")
+        }
+        35 => {
+            s.fault = fault(K::Delay, 0, Some((-1, 0)));
+            s.fault_text = "delay:-1s".into();
+            ("fault.delay", "--fault")
+        }
+        36 => {
+            s.fault = fault(K::Delay, 0, Some((3600, 0)));
+            s.fault_text = "delay:1h".into();
+            named("fault.delay")
+        }
+        37 => {
+            s.fault = fault(K::Delay, 0, Some((0, 0)));
+            s.fault_text = "delay:0s".into();
+            named("fault.delay")
+        }
+        38 => {
+            s.fault = fault(K::Reset, 503, None);
+            s.fault_text = "reset:503".into();
+            ("fault.status", "--fault")
+        }
+        39 => {
+            s.fault = fault(K::Refuse, 0, None);
+            s.fault_text = "refuse".into();
+            s.path = Some("/x".into());
+            named("fault.kind")
+        }
+        40 => {
+            s.ppm = Some(0);
+            s.percent_text = Some(rng.pick(&["0", "0%", "0.00001%"]).into());
+            ("probability_ppm", "--percent")
+        }
+        41 => {
+            s.ppm = Some(1_000_001 + (n % 1_000_000) as u32);
+            s.percent_text = Some(rng.pick(&["101%", "100.01", "1e9%"]).into());
+            ("probability_ppm", "--percent")
+        }
+        42 => {
+            s.ppm = Some(u32::MAX);
+            s.percent_text = Some(rng.pick(&["30%%", "-5%", "NaN", "inf%", "%"]).into());
+            ("probability_ppm", "--percent")
+        }
+        43 => {
+            s.skip = Some(0);
+            named("skip_first")
+        }
+        44 => {
+            s.max = Some(0);
+            named("max_injections")
+        }
+        45 => {
+            s.nth = Some(0);
+            named("nth")
+        }
+        46 => {
+            s.nth = Some(1 + (n % 5) as u32);
+            s.skip = Some(1 + (n % 7) as u32);
+            named("nth")
+        }
+        47 => {
+            s.ttl = Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 0,
+            });
+            s.ttl_text = Some("0s".into());
+            named("ttl")
+        }
+        48 => {
+            s.ttl = Some(prost_types::Duration {
+                seconds: -5,
+                nanos: 0,
+            });
+            s.ttl_text = Some(rng.pick(&["-1s", "-5m"]).into());
+            ("ttl", "--ttl")
+        }
+        49 => {
+            s.ttl = Some(prost_types::Duration {
+                seconds: 31 * 86_400,
+                nanos: 0,
+            });
+            s.ttl_text = Some("31days".into());
+            named("ttl")
+        }
+        50 => {
+            s.description = "d".repeat(1025 + (n % 5000) as usize);
+            named("description")
+        }
+        _ => {
+            s.description = "clear \u{1b}[2J screen".into();
+            named("description")
+        }
+    };
+    (s, field, flag)
 }
 
 #[test]
-fn a_thousand_malformed_rules_are_each_refused_as_invalid_and_the_daemon_stays_healthy() {
+fn a_thousand_malformed_rules_are_each_refused_naming_the_field_over_grpc_and_fictl() {
     let lab = Lab::new();
     let daemon = Daemon::start(lab.id(), &[], lab.cgroup());
+    let mut rng = Rng(0x5eed_f00d_1234_5678);
+    let cases: Vec<(u64, Spec, &str, &str)> = (0..1000)
+        .map(|i| {
+            let kind = i % KINDS;
+            let (spec, field, flag) = bad(kind, &mut rng);
+            (kind, spec, field, flag)
+        })
+        .collect();
     fi_tests::block_on(async {
         let mut rules = client::rules(daemon.socket()).await.expect("connect");
-        let mut rng = Rng(0x5eed_f00d_1234_5678);
-        for i in 0..1000 {
-            let req = malformed(&mut rng);
+        for (i, (kind, spec, field, _)) in cases.iter().enumerate() {
+            let req = spec.grpc();
             let shown = format!("{req:?}");
             match rules.create_rule(req).await {
                 Ok(rule) => panic!(
-                    "request {i} was accepted as rule {}: {shown}",
+                    "request {i} (kind {kind}) was accepted as rule {}: {shown}",
                     rule.get_ref().id
                 ),
-                Err(status) => assert_eq!(
-                    status.code(),
-                    tonic::Code::InvalidArgument,
-                    "request {i}: {status:?} for {shown}"
-                ),
+                Err(status) => {
+                    assert_eq!(
+                        status.code(),
+                        tonic::Code::InvalidArgument,
+                        "request {i} (kind {kind}): {status:?} for {shown}"
+                    );
+                    assert!(
+                        status.message().starts_with(&format!("{field}: ")),
+                        "request {i} (kind {kind}) must name {field}: {:?} for {shown}",
+                        status.message()
+                    );
+                }
             }
         }
+    });
+    for (i, (kind, spec, field, flag)) in cases.iter().enumerate() {
+        let args = spec.cli();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = daemon.fictl(&args);
+        assert!(!ok, "fictl {i} (kind {kind}) accepted {args:?}: {out}");
+        assert!(
+            err.contains(field) || err.contains(flag),
+            "fictl {i} (kind {kind}) must name {field} or {flag}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A description far over the daemon's message limit is named by fictl itself.
+    let huge = "d".repeat(100_000);
+    let (ok, _, err) = daemon.fictl(&["rules", "add", "--fault", "reset", "--description", &huge]);
+    assert!(!ok && err.contains("description"), "{err}");
+
+    fi_tests::block_on(async {
+        let mut rules = client::rules(daemon.socket()).await.expect("connect");
         let list = rules
             .list_rules(api::ListRulesRequest {})
             .await
@@ -143,7 +497,71 @@ fn a_thousand_malformed_rules_are_each_refused_as_invalid_and_the_daemon_stays_h
             missing.expect_err("no such rule").code(),
             tonic::Code::NotFound
         );
+        // The edge values that are valid are accepted: the maxima ...
+        let mut edge = Spec {
+            fault: fault(api::FaultKind::Abort, 599, None),
+            port: Some(65_535),
+            ppm: Some(1_000_000),
+            max: Some(u32::MAX),
+            nth: Some(u32::MAX),
+            ttl: Some(prost_types::Duration {
+                seconds: 30 * 86_400,
+                nanos: 0,
+            }),
+            path: Some("/*".into()),
+            description: "d".repeat(1024),
+            ..Spec::default()
+        };
+        let rule = rules
+            .create_rule(edge.grpc())
+            .await
+            .expect("the maxima are valid");
+        rules
+            .delete_rule(api::DeleteRuleRequest {
+                id: rule.get_ref().id,
+            })
+            .await
+            .expect("delete");
+        // ... and the minima.
+        edge.fault = fault(api::FaultKind::Abort, 200, None);
+        edge.port = Some(1);
+        edge.ppm = Some(1);
+        edge.max = Some(1);
+        edge.nth = Some(1);
+        edge.ttl = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 1,
+        });
+        edge.path = Some("/".into());
+        rules
+            .create_rule(edge.grpc())
+            .await
+            .expect("the minima are valid");
     });
+    let (ok, out, err) = daemon.fictl(&[
+        "--json",
+        "rules",
+        "add",
+        "--fault",
+        "abort:200",
+        "--port",
+        "1",
+        "--percent",
+        "0.0001%",
+        "--max",
+        "4294967295",
+        "--skip",
+        "1",
+        "--ttl",
+        "30days",
+        "--path",
+        "/",
+    ]);
+    assert!(ok, "{err}");
+    let rule: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(rule["probability_ppm"], 1, "{rule:#}");
+    assert_eq!(rule["max_injections"], u32::MAX, "{rule:#}");
+    assert_eq!(rule["skip_first"], 1, "{rule:#}");
     // Still healthy, and still answering.
     let status = daemon.status();
     assert!(!status.attachments.is_empty());

@@ -142,8 +142,15 @@ fn privileged_tests_fail_with_a_clear_message_without_root() {
     std::fs::create_dir_all(&dir).expect("creating a temp dir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let exe = dir.join("foundation-test");
-    std::fs::copy(std::env::current_exe().expect("current exe"), &exe)
-        .expect("copying the test binary");
+    // Copied by a child process: had this process opened the copy for writing, a fork
+    // by another test thread in that moment would inherit the descriptor, and executing
+    // the copy would fail with ETXTBSY ("Text file busy").
+    let copied = Command::new("cp")
+        .arg(std::env::current_exe().expect("current exe"))
+        .arg(&exe)
+        .status()
+        .expect("running cp");
+    assert!(copied.success(), "copying the test binary");
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&exe)

@@ -128,7 +128,7 @@ struct RuleArgs {
     #[arg(long = "dst")]
     destination: Option<String>,
     /// Server port.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     port: Option<u32>,
     /// Method (repeatable).
     #[arg(long = "method")]
@@ -136,29 +136,29 @@ struct RuleArgs {
     /// Host, without port; `*.example.com` for a domain and everything below it.
     #[arg(long)]
     host: Option<String>,
-    /// Path without query; a trailing `*` makes it a prefix (`/api/*`).
+    /// Path without query: exact (`/api/users`), or a prefix ending in `/*` (`/api/*`).
     #[arg(long)]
     path: Option<String>,
     /// A captured header and its value, NAME=VALUE (per-request targeting).
     #[arg(long, value_parser = fi_daemon::cli::parse_header)]
     header: Option<(String, String)>,
     /// Share of matched requests to fault, e.g. 30% (default: all).
-    #[arg(long, value_parser = fi_daemon::cli::parse_percent)]
+    #[arg(long, value_parser = fi_daemon::cli::parse_percent, allow_hyphen_values = true)]
     percent: Option<u32>,
     /// Do not fault the first N matches.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     skip: Option<u32>,
     /// Fault at most N requests.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     max: Option<u32>,
     /// Fault only the N-th match.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     nth: Option<u32>,
     /// The rule stops after this long, e.g. 30s, 5m (then listed as expired).
-    #[arg(long, value_parser = fi_daemon::cli::parse_duration)]
+    #[arg(long, value_parser = fi_daemon::cli::parse_duration, allow_hyphen_values = true)]
     ttl: Option<std::time::Duration>,
     /// Higher priorities are evaluated first.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
     /// Free text shown in listings.
     #[arg(long)]
@@ -183,6 +183,10 @@ mod exit {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // `fictl rules ls | head -1`: end quietly when the reader goes away, as other Unix
+    // tools do, instead of panicking in println!.
+    // SAFETY: restoring a signal's default action has no memory-safety conditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Explore(cmd) => explore::run(&cli, cmd).await,
@@ -192,7 +196,14 @@ async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = if let Some(status) = err.downcast_ref::<tonic::Status>() {
-                eprintln!("fictl: {}", status.message());
+                if status.message().contains("message length too large") {
+                    eprintln!(
+                        "fictl: the request is larger than the daemon accepts ({} KiB): a value is far too long",
+                        fi_daemon::server::MAX_REQUEST_BYTES / 1024
+                    );
+                } else {
+                    eprintln!("fictl: {}", status.message());
+                }
                 match status.code() {
                     tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => exit::USAGE,
                     tonic::Code::NotFound => exit::NOT_FOUND,
@@ -252,6 +263,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 host: host.clone().unwrap_or_default(),
                 path_prefix: path.clone().unwrap_or_default(),
                 include_recent: *recent,
+                // `--recent --count N`: the newest N remembered, not the oldest.
+                recent_limit: count
+                    .filter(|_| *recent)
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             };
             watch(cli, request, *count).await
         }
@@ -294,6 +309,14 @@ fn rule_json(r: &api::Rule) -> serde_json::Value {
         Ok(api::RuleState::Exhausted) => "exhausted",
         _ => "unknown",
     };
+    let ttl = spec.ttl.and_then(|d| std::time::Duration::try_from(d).ok());
+    // Time left until expiry, from the daemon's expiry time and this machine's clock.
+    let ttl_left = (r.expires_unix_nanos > 0).then(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        std::time::Duration::from_nanos(r.expires_unix_nanos.saturating_sub(now).max(0) as u64)
+    });
     serde_json::json!({
         "id": r.id,
         "state": state,
@@ -302,9 +325,17 @@ fn rule_json(r: &api::Rule) -> serde_json::Value {
         "container_cgroup": r.container_cgroup,
         "matched": r.matched,
         "injected": r.injected,
-        "probability_ppm": spec.probability_ppm,
+        "probability_ppm": spec.probability_ppm.unwrap_or(1_000_000),
+        "percent": fi_daemon::cli::percent_text(spec.probability_ppm),
+        "skip_first": spec.skip_first,
+        "max_injections": spec.max_injections,
+        "nth": spec.nth,
+        "ttl_seconds": ttl.map(|d| d.as_secs_f64()),
+        "ttl_left_seconds": ttl_left.map(|d| d.as_secs_f64()),
+        "gates": fi_daemon::cli::gates_summary(&spec, ttl_left),
         "priority": spec.priority,
-        "expires_unix_nanos": r.expires_unix_nanos,
+        "created_unix_nanos": r.created_unix_nanos,
+        "expires_unix_nanos": (r.expires_unix_nanos > 0).then_some(r.expires_unix_nanos),
         "description": spec.description,
     })
 }
@@ -313,24 +344,41 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
     let mut client = client::rules(cli.target()?).await?;
     match cmd {
         RulesCommand::Add(a) => {
-            let (header_name, header_value) = a.header.clone().unwrap_or_default();
+            // Every flag given is sent as given: the daemon refuses an empty or zero value
+            // with the field named, rather than reading it as "any". A description too
+            // long for the daemon's message limit is refused here, where it can be named.
+            if let Some(d) = &a.description
+                && d.len() > fi_daemon::rules::MAX_DESCRIPTION
+            {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "description: {} bytes, longer than {}",
+                    d.len(),
+                    fi_daemon::rules::MAX_DESCRIPTION
+                ))
+                .into());
+            }
+            let (header_name, header_value) = a.header.clone().unzip();
             let request = api::CreateRuleRequest {
                 r#match: Some(api::Match {
-                    container: a.container.clone().unwrap_or_default(),
-                    destination: a.destination.clone().unwrap_or_default(),
-                    port: a.port.unwrap_or(0),
+                    container: a.container.clone(),
+                    destination: a.destination.clone(),
+                    port: a.port,
                     methods: a.methods.clone(),
-                    host: a.host.clone().unwrap_or_default(),
-                    path: a.path.clone().unwrap_or_default(),
+                    host: a.host.clone(),
+                    path: a.path.clone(),
                     header_name,
                     header_value,
                 }),
                 fault: Some(a.fault),
-                probability_ppm: a.percent.unwrap_or(0),
-                skip_first: a.skip.unwrap_or(0),
-                max_injections: a.max.unwrap_or(0),
-                nth: a.nth.unwrap_or(0),
-                ttl: a.ttl.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                probability_ppm: a.percent,
+                skip_first: a.skip,
+                max_injections: a.max,
+                nth: a.nth,
+                ttl: a
+                    .ttl
+                    .map(prost_types::Duration::try_from)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?,
                 priority: a.priority,
                 description: a.description.clone().unwrap_or_default(),
             };
@@ -340,10 +388,14 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
             }
             let j = rule_json(&rule);
             println!(
-                "rule {} added: {} on {}",
+                "rule {} added: {} on {}{}",
                 rule.id,
                 j["fault"].as_str().unwrap_or("?"),
-                j["match"].as_str().unwrap_or("?")
+                j["match"].as_str().unwrap_or("?"),
+                match j["gates"].as_str() {
+                    Some("") | None => String::new(),
+                    Some(gates) => format!(" ({gates})"),
+                }
             );
         }
         RulesCommand::Ls => {
@@ -357,18 +409,23 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
                 ));
             }
             println!(
-                "{:>4}  {:<10} {:<16} {:>8} {:>8}  MATCH",
-                "ID", "STATE", "FAULT", "MATCHED", "INJECTED"
+                "{:>4}  {:<10} {:<16} {:>8} {:>8} {:>8}  {:<28} MATCH",
+                "ID", "STATE", "FAULT", "PERCENT", "MATCHED", "INJECTED", "GATES"
             );
             for r in &list.rules {
                 let j = rule_json(r);
                 println!(
-                    "{:>4}  {:<10} {:<16} {:>8} {:>8}  {}",
+                    "{:>4}  {:<10} {:<16} {:>8} {:>8} {:>8}  {:<28} {}",
                     r.id,
                     j["state"].as_str().unwrap_or("?"),
                     j["fault"].as_str().unwrap_or("?"),
+                    j["percent"].as_str().unwrap_or("?"),
                     r.matched,
                     r.injected,
+                    match j["gates"].as_str() {
+                        Some("") | None => "-",
+                        Some(gates) => gates,
+                    },
                     j["match"].as_str().unwrap_or("?")
                 );
             }

@@ -86,7 +86,7 @@ impl FaultSpec {
         if t == "reset" {
             return Ok(FaultSpec::Reset);
         }
-        if t == "timeout" || t == "blackhole" {
+        if t == "timeout" {
             return Ok(FaultSpec::Timeout);
         }
         if t == "response-lost" || t == "response_lost" {

@@ -665,17 +665,17 @@ impl Run {
                 FaultSpec::ResponseLost => (Fault::ResponseLost, 0, None),
             };
             let draft = Draft {
-                container: site.source_cgroup.clone(),
-                destination: server.ip().to_string(),
-                port: u32::from(server.port()),
+                container: Some(site.source_cgroup.clone()),
+                destination: Some(server.ip().to_string()),
+                port: Some(u32::from(server.port())),
                 methods: vec![site.method.clone()],
-                path: site.rule_path(),
+                path: Some(site.rule_path()),
                 fault: Some(fault),
                 status,
                 delay,
-                probability_ppm: 1_000_000,
-                skip_first: site.index,
-                max_injections: 1,
+                // The call site's index-th request: skip those before it.
+                skip_first: (site.index > 0).then_some(site.index),
+                max_injections: Some(1),
                 // Expires on its own should this exploration be stuck.
                 ttl: Some(
                     Duration::from_millis(self.config.run_timeout_ms) + Duration::from_secs(60),

@@ -85,21 +85,21 @@ fn every_bad_field_is_named() {
     assert_eq!(check(Draft::default()), "fault.kind");
     assert_eq!(
         check(Draft {
-            destination: "10.0.0.300".into(),
+            destination: Some("10.0.0.300".into()),
             ..draft(Fault::Reset)
         }),
         "match.destination"
     );
     assert_eq!(
         check(Draft {
-            destination: "10.0.0.0/33".into(),
+            destination: Some("10.0.0.0/33".into()),
             ..draft(Fault::Reset)
         }),
         "match.destination"
     );
     assert_eq!(
         check(Draft {
-            port: 70000,
+            port: Some(70000),
             ..draft(Fault::Reset)
         }),
         "match.port"
@@ -113,57 +113,57 @@ fn every_bad_field_is_named() {
     );
     assert_eq!(
         check(Draft {
-            host: "a b".into(),
+            host: Some("a b".into()),
             ..draft(Fault::Reset)
         }),
         "match.host"
     );
     assert_eq!(
         check(Draft {
-            host: "b:8080".into(),
+            host: Some("b:8080".into()),
             ..draft(Fault::Reset)
         }),
         "match.host"
     );
     assert_eq!(
         check(Draft {
-            path: "api".into(),
+            path: Some("api".into()),
             ..draft(Fault::Reset)
         }),
         "match.path"
     );
     assert_eq!(
         check(Draft {
-            path: "/a?b".into(),
+            path: Some("/a?b".into()),
             ..draft(Fault::Reset)
         }),
         "match.path"
     );
     assert_eq!(
         check(Draft {
-            header_name: "x-other".into(),
-            header_value: "v".into(),
+            header_name: Some("x-other".into()),
+            header_value: Some("v".into()),
             ..draft(Fault::Reset)
         }),
         "match.header_name"
     );
     assert_eq!(
         check(Draft {
-            header_value: "v".into(),
+            header_value: Some("v".into()),
             ..draft(Fault::Reset)
         }),
         "match.header_name"
     );
     assert_eq!(
         check(Draft {
-            header_name: "x-fi-target".into(),
+            header_name: Some("x-fi-target".into()),
             ..draft(Fault::Reset)
         }),
         "match.header_value"
     );
     assert_eq!(
         check(Draft {
-            path: "/x".into(),
+            path: Some("/x".into()),
             ..draft(Fault::Refuse)
         }),
         "fault.kind"
@@ -193,15 +193,15 @@ fn every_bad_field_is_named() {
     );
     assert_eq!(
         check(Draft {
-            probability_ppm: 1_000_001,
+            probability_ppm: Some(1_000_001),
             ..draft(Fault::Reset)
         }),
         "probability_ppm"
     );
     assert_eq!(
         check(Draft {
-            nth: 2,
-            skip_first: 1,
+            nth: Some(2),
+            skip_first: Some(1),
             ..draft(Fault::Reset)
         }),
         "nth"
@@ -209,7 +209,7 @@ fn every_bad_field_is_named() {
     assert!(matches!(
         validate(
             Draft {
-                container: "/no/such/cgroup-fi".into(),
+                container: Some("/no/such/cgroup-fi".into()),
                 ..draft(Fault::Reset)
             },
             &c,
@@ -222,15 +222,15 @@ fn every_bad_field_is_named() {
 #[test]
 fn a_full_rule_sets_every_matcher() {
     let d = Draft {
-        destination: "10.77.0.0/24".into(),
-        port: 8080,
+        destination: Some("10.77.0.0/24".into()),
+        port: Some(8080),
         methods: vec!["get".into(), "POST".into()],
-        host: "*.svc.local".into(),
-        path: "/api/*".into(),
-        header_name: "X-Fi-Target".into(),
-        header_value: "user-42".into(),
+        host: Some("*.svc.local".into()),
+        path: Some("/api/*".into()),
+        header_name: Some("X-Fi-Target".into()),
+        header_value: Some("user-42".into()),
         status: 503,
-        probability_ppm: 300_000,
+        probability_ppm: Some(300_000),
         ..draft(Fault::Abort)
     };
     let v = validate(d, &capture(), &targets()).unwrap();
@@ -338,6 +338,32 @@ fn expired_rules_leave_the_kernel_and_keep_their_counters() {
     assert_eq!(rules.expire().unwrap(), 1);
     assert_eq!(sink.0.lock().unwrap().count, 0);
     assert_eq!(rules.get(id).unwrap().state, State::Expired);
+    // Listed, and removable, while expired; `stop` counts only what was in effect.
+    assert_eq!(rules.list().len(), 1);
+    assert_eq!(rules.stop_all().unwrap(), 0);
+    rules.delete(id).unwrap();
+    assert!(matches!(rules.get(id), Err(RuleError::NotFound(_))));
+}
+
+#[test]
+fn only_the_newest_expired_rules_are_kept() {
+    let sink = FakeSink::default();
+    let mut rules = Rules::new(Box::new(sink.clone()));
+    let d = Draft {
+        ttl: Some(Duration::from_nanos(1)),
+        ..draft(Fault::Reset)
+    };
+    let ids: Vec<u32> = (0..FINISHED + 5)
+        .map(|_| {
+            rules
+                .create(validate(d.clone(), &capture(), &targets()).unwrap())
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1));
+    rules.expire().unwrap();
+    let listed: Vec<u32> = rules.list().iter().map(|v| v.id).collect();
+    assert_eq!(listed, ids[5..], "the last {FINISHED}, oldest gone");
 }
 
 #[test]
@@ -354,4 +380,215 @@ fn cidrs_parse_for_both_families() {
     assert_eq!(parse_cidr("[fd00::2]").map(|(_, p)| p), Some(128));
     assert_eq!(parse_cidr("nope"), None);
     assert_eq!(parse_cidr("::/129"), None);
+}
+
+#[test]
+fn an_empty_or_zero_value_is_refused_never_read_as_any() {
+    let t = targets();
+    let c = capture();
+    let check = |d: Draft| field_of(validate(d, &c, &t));
+    let empty = || Some(String::new());
+    let cases: Vec<(Draft, &str)> = vec![
+        (
+            Draft {
+                container: empty(),
+                ..draft(Fault::Reset)
+            },
+            "match.container",
+        ),
+        (
+            Draft {
+                destination: empty(),
+                ..draft(Fault::Reset)
+            },
+            "match.destination",
+        ),
+        (
+            Draft {
+                host: empty(),
+                ..draft(Fault::Reset)
+            },
+            "match.host",
+        ),
+        (
+            Draft {
+                path: empty(),
+                ..draft(Fault::Reset)
+            },
+            "match.path",
+        ),
+        (
+            Draft {
+                header_name: empty(),
+                header_value: Some("v".into()),
+                ..draft(Fault::Reset)
+            },
+            "match.header_name",
+        ),
+        (
+            Draft {
+                header_name: Some("x-fi-target".into()),
+                header_value: empty(),
+                ..draft(Fault::Reset)
+            },
+            "match.header_value",
+        ),
+        (
+            Draft {
+                methods: vec![String::new()],
+                ..draft(Fault::Reset)
+            },
+            "match.methods",
+        ),
+        (
+            Draft {
+                port: Some(0),
+                ..draft(Fault::Reset)
+            },
+            "match.port",
+        ),
+        (
+            Draft {
+                probability_ppm: Some(0),
+                ..draft(Fault::Reset)
+            },
+            "probability_ppm",
+        ),
+        (
+            Draft {
+                max_injections: Some(0),
+                ..draft(Fault::Reset)
+            },
+            "max_injections",
+        ),
+        (
+            Draft {
+                nth: Some(0),
+                ..draft(Fault::Reset)
+            },
+            "nth",
+        ),
+        (
+            Draft {
+                skip_first: Some(0),
+                ..draft(Fault::Reset)
+            },
+            "skip_first",
+        ),
+        (
+            Draft {
+                ttl: Some(Duration::ZERO),
+                ..draft(Fault::Reset)
+            },
+            "ttl",
+        ),
+    ];
+    for (d, field) in cases {
+        let shown = format!("{d:?}");
+        assert_eq!(check(d), field, "{shown}");
+    }
+}
+
+#[test]
+fn odd_wildcards_control_characters_and_interim_statuses_are_refused() {
+    let t = targets();
+    let c = capture();
+    let check = |d: Draft| field_of(validate(d, &c, &t));
+    for path in ["/a*b", "/**", "/a*", "*", "/a/*/b", "/a/**", "a/*"] {
+        let d = Draft {
+            path: Some(path.into()),
+            ..draft(Fault::Reset)
+        };
+        assert_eq!(check(d), "match.path", "{path}");
+    }
+    for host in ["a\r\nb", "b.svc\n", "a*b", "*", "*."] {
+        let d = Draft {
+            host: Some(host.into()),
+            ..draft(Fault::Reset)
+        };
+        assert_eq!(check(d), "match.host", "{host:?}");
+    }
+    let d = Draft {
+        header_name: Some("x-fi-target".into()),
+        header_value: Some("u\r\nx-evil: 1".into()),
+        ..draft(Fault::Reset)
+    };
+    assert_eq!(check(d), "match.header_value");
+    let d = Draft {
+        description: "a\u{1b}[2J".into(),
+        ..draft(Fault::Reset)
+    };
+    assert_eq!(check(d), "description");
+    for status in [0, 100, 101, 199, 600] {
+        let d = Draft {
+            status,
+            ..draft(Fault::Abort)
+        };
+        assert_eq!(check(d), "fault.status", "{status}");
+    }
+    let d = Draft {
+        destination: Some("a".repeat(MAX_FIELD + 1)),
+        ..draft(Fault::Reset)
+    };
+    assert_eq!(check(d), "match.destination");
+}
+
+#[test]
+fn the_edge_values_that_are_valid_are_accepted() {
+    let t = targets();
+    let c = capture();
+    let ok = |d: Draft| validate(d, &c, &t).unwrap_or_else(|e| panic!("{e}"));
+    for path in ["/", "/*", "/api/*", "/a"] {
+        ok(Draft {
+            path: Some(path.into()),
+            ..draft(Fault::Reset)
+        });
+    }
+    let k = ok(Draft {
+        path: Some("/*".into()),
+        ..draft(Fault::Reset)
+    })
+    .kernel;
+    assert_eq!((k.path_hash, k.path_len), (fnv(b"/"), 1));
+    for port in [1, 65_535] {
+        ok(Draft {
+            port: Some(port),
+            ..draft(Fault::Reset)
+        });
+    }
+    for ppm in [1, 1_000_000] {
+        ok(Draft {
+            probability_ppm: Some(ppm),
+            ..draft(Fault::Reset)
+        });
+    }
+    for n in [1, u32::MAX] {
+        ok(Draft {
+            max_injections: Some(n),
+            nth: Some(n),
+            ..draft(Fault::Reset)
+        });
+        ok(Draft {
+            skip_first: Some(n),
+            ..draft(Fault::Reset)
+        });
+    }
+    for status in [200, 599] {
+        ok(Draft {
+            status,
+            ..draft(Fault::Abort)
+        });
+    }
+    ok(Draft {
+        ttl: Some(Duration::from_nanos(1)),
+        ..draft(Fault::Reset)
+    });
+    ok(Draft {
+        ttl: Some(Duration::from_secs(30 * 86_400)),
+        ..draft(Fault::Reset)
+    });
+    ok(Draft {
+        description: "d".repeat(MAX_DESCRIPTION),
+        ..draft(Fault::Reset)
+    });
 }

@@ -161,7 +161,7 @@ impl ObserveService for ObserveApi {
 
         let (mut completed, recent) = {
             let log = lock(&self.daemon.requests)?;
-            let recent: Vec<_> = if req.include_recent {
+            let mut recent: Vec<_> = if req.include_recent {
                 log.recent()
                     .filter(|r| filter.matches(r))
                     .cloned()
@@ -169,6 +169,11 @@ impl ObserveService for ObserveApi {
             } else {
                 Vec::new()
             };
+            // The newest N (`watch --recent --count N`), in the order they completed.
+            if let Some(limit) = req.recent_limit {
+                let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+                recent.drain(..recent.len().saturating_sub(keep));
+            }
             (log.subscribe(), recent)
         };
         let (tx, rx) = mpsc::channel(256);

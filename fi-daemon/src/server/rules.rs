@@ -70,22 +70,6 @@ fn fault_kind(kind: i32) -> Result<Option<Fault>, Status> {
 fn draft(req: &api::CreateRuleRequest) -> Result<Draft, Status> {
     let m = req.r#match.clone().unwrap_or_default();
     let f = req.fault.unwrap_or_default();
-    let too_long = [
-        &m.container,
-        &m.destination,
-        &m.host,
-        &m.path,
-        &m.header_name,
-        &m.header_value,
-    ]
-    .iter()
-    .any(|s| s.len() > 4096)
-        || m.methods.len() > 16;
-    if too_long {
-        return Err(Status::invalid_argument(
-            "match: a field is longer than 4096 bytes",
-        ));
-    }
     Ok(Draft {
         container: m.container,
         destination: m.destination,

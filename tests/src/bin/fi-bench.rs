@@ -136,7 +136,7 @@ fn packet_costs(short: bool) -> Value {
     let capture = ["traceparent".to_owned(), "x-fi-target".to_owned()];
     for i in 0..256 {
         let draft = Draft {
-            path: format!("/other/{i}"),
+            path: Some(format!("/other/{i}")),
             fault: Some(fi_common::rule::Fault::Reset),
             ..Draft::default()
         };
@@ -252,7 +252,7 @@ fn control_latency(short: bool) -> Value {
             rules
                 .create_rule(api::CreateRuleRequest {
                     r#match: Some(api::Match {
-                        path: "/c".into(),
+                        path: Some("/c".into()),
                         ..Default::default()
                     }),
                     // A delay keeps the connection: what is measured is the rule, not
@@ -265,7 +265,7 @@ fn control_latency(short: bool) -> Value {
                             nanos: 20_000_000,
                         }),
                     }),
-                    probability_ppm: 1_000_000,
+                    probability_ppm: Some(1_000_000),
                     ..Default::default()
                 })
                 .await

@@ -133,7 +133,7 @@ fn daemon(lab: &Lab, ifaces: &[&str], rules: bool, watch: Option<&Path>) -> Daem
                 client
                     .create_rule(api::CreateRuleRequest {
                         r#match: Some(api::Match {
-                            path: format!("/never-{i}"),
+                            path: Some(format!("/never-{i}")),
                             ..Default::default()
                         }),
                         fault: Some(api::Fault {
@@ -141,7 +141,7 @@ fn daemon(lab: &Lab, ifaces: &[&str], rules: bool, watch: Option<&Path>) -> Daem
                             status: 503,
                             delay: None,
                         }),
-                        probability_ppm: 1_000_000,
+                        probability_ppm: Some(1_000_000),
                         ..Default::default()
                     })
                     .await
