@@ -33,9 +33,12 @@ pub struct HeldEvent {
     pub claim: u32,
     /// Bytes of `packet` in use (the whole frame, from the Ethernet header).
     pub len: u32,
+    /// The rule whose delay holds it: removing or expiring that rule lets it go at once.
+    pub rule_id: u32,
+    pub _pad: u32,
     pub packet: [u8; HELD_PACKET_LEN],
 }
-const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 16 + HELD_PACKET_LEN);
+const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 24 + HELD_PACKET_LEN);
 
 /// One-entry array: the ifindex of the daemon's injector interface. A held packet is
 /// redirected there (and discarded) rather than dropped: at an egress hook a drop is

@@ -260,21 +260,61 @@ impl Ord for Due {
     }
 }
 
-/// Starts the release thread; held packets go in through the returned sender.
-pub fn start(injector: Injector) -> io::Result<mpsc::Sender<Box<HeldEvent>>> {
-    let (tx, rx) = mpsc::channel::<Box<HeldEvent>>();
+/// What the release thread is asked to do.
+#[derive(Debug)]
+enum Message {
+    /// A packet the kernel held: send it back at its release time.
+    Hold(Box<HeldEvent>),
+    /// Send back now what `rule` holds (every rule's, for `None`: the kill switch), and
+    /// answer how many packets went.
+    Release {
+        rule: Option<u32>,
+        done: mpsc::Sender<usize>,
+    },
+}
+
+/// The handle to the release thread.
+#[derive(Debug, Clone)]
+pub struct Delays {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Delays {
+    /// Queues a held packet for its release time.
+    pub fn hold(&self, held: Box<HeldEvent>) {
+        let _ = self.tx.send(Message::Hold(held));
+    }
+
+    /// Sends back at once what `rule` holds (all, for `None`), and returns when they are
+    /// sent: how many. A removed or expired rule, or the kill switch, holds nothing more.
+    /// Blocks for as long as the sends take (microseconds a packet).
+    pub fn release(&self, rule: Option<u32>) -> usize {
+        let (done, answer) = mpsc::channel();
+        if self.tx.send(Message::Release { rule, done }).is_err() {
+            return 0;
+        }
+        answer.recv_timeout(Duration::from_secs(2)).unwrap_or(0)
+    }
+}
+
+/// Starts the release thread.
+pub fn start(injector: Injector) -> io::Result<Delays> {
+    let (tx, rx) = mpsc::channel::<Message>();
     thread::Builder::new()
         .name("fi-delay".into())
         .spawn(move || {
             let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+            let send = |held: &HeldEvent| {
+                if let Err(err) = injector.send(held) {
+                    warn!(%err, "could not put a delayed request back");
+                }
+            };
             loop {
                 // Send everything due.
                 let now = monotonic_now();
                 while queue.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                    if let Some(Reverse(Due(_, held))) = queue.pop()
-                        && let Err(err) = injector.send(&held)
-                    {
-                        warn!(%err, "could not put a delayed request back");
+                    if let Some(Reverse(Due(_, held))) = queue.pop() {
+                        send(&held);
                     }
                 }
                 let next = match queue.peek() {
@@ -282,13 +322,26 @@ pub fn start(injector: Injector) -> io::Result<mpsc::Sender<Box<HeldEvent>>> {
                     None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
                 };
                 match next {
-                    Ok(held) => {
+                    Ok(Message::Hold(held)) => {
                         queue.push(Reverse(Due(Duration::from_nanos(held.release_ns), held)))
+                    }
+                    Ok(Message::Release { rule, done }) => {
+                        // In release order, as they would have gone.
+                        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut queue)
+                            .into_sorted_vec()
+                            .into_iter()
+                            .rev()
+                            .partition(|Reverse(d)| rule.is_none_or(|id| d.1.rule_id == id));
+                        for Reverse(Due(_, held)) in &now {
+                            send(held);
+                        }
+                        queue.extend(later);
+                        let _ = done.send(now.len());
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             }
         })?;
-    Ok(tx)
+    Ok(Delays { tx })
 }

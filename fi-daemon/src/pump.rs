@@ -13,7 +13,7 @@ use crate::{events, requests::RequestLog};
 pub async fn run(
     ring: RingBuf<MapData>,
     log: Arc<Mutex<RequestLog>>,
-    delays: Option<std::sync::mpsc::Sender<Box<fi_common::event::HeldEvent>>>,
+    delays: Option<crate::delay::Delays>,
 ) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it
     // lives, and the AsyncFd owns the RingBuf.
@@ -33,9 +33,7 @@ pub async fn run(
         for event in batch {
             match event {
                 Ok(events::KernelEvent::Held(held)) => match &delays {
-                    Some(tx) => {
-                        let _ = tx.send(held);
-                    }
+                    Some(delays) => delays.hold(held),
                     None => warn!("a delayed request was held but the daemon has no injector"),
                 },
                 Ok(event) => log.on_event(&event),

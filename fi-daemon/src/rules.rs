@@ -676,7 +676,8 @@ impl Rules {
 
     /// Moves expired rules out of the kernel (they already match nothing there: the kernel
     /// checks the expiry time itself) into the finished list, with their counters.
-    pub fn expire(&mut self) -> Result<usize, RuleError> {
+    /// Returns their ids.
+    pub fn expire(&mut self) -> Result<Vec<u32>, RuleError> {
         let now = monotonic_now();
         let expired: Vec<u32> = self
             .active
@@ -685,7 +686,7 @@ impl Rules {
             .map(|(id, _)| *id)
             .collect();
         if expired.is_empty() {
-            return Ok(0);
+            return Ok(expired);
         }
         for id in &expired {
             if let Some(e) = self.active.get(id) {
@@ -702,7 +703,7 @@ impl Rules {
         for id in &expired {
             self.sink.remove_stats(*id)?;
         }
-        Ok(expired.len())
+        Ok(expired)
     }
 }
 

@@ -62,6 +62,8 @@ pub struct Daemon {
     pub explorer: Explorer,
     /// Whether explorations (which run a command as root) may be started over TCP.
     pub tcp_explore: bool,
+    /// The delay queue (none when the daemon has no injector).
+    pub delays: Option<crate::delay::Delays>,
 }
 
 impl Daemon {
@@ -73,6 +75,7 @@ impl Daemon {
         capture: Vec<String>,
         explorer: Explorer,
         tcp_explore: bool,
+        delays: Option<crate::delay::Delays>,
     ) -> Self {
         Self {
             dataplane: Mutex::new(dataplane),
@@ -84,7 +87,14 @@ impl Daemon {
             stopping: tokio::sync::watch::Sender::new(false),
             explorer,
             tcp_explore,
+            delays,
         }
+    }
+
+    /// Lets go at once of the requests that `rule` delays (every rule's, for `None`), and
+    /// returns how many. Blocking: call it off the async threads.
+    pub fn release_held(&self, rule: Option<u32>) -> usize {
+        self.delays.as_ref().map_or(0, |d| d.release(rule))
     }
 
     /// Completed requests from now on (a poisoned log yields a closed receiver).

@@ -358,6 +358,7 @@ fn on_request_bytes(
                     flow,
                     segment,
                     injected.delay_ns,
+                    injected.rule_id,
                     direction,
                     ifindex,
                     now,
@@ -406,11 +407,16 @@ fn on_request_bytes(
 /// sends them back in through the injector at the release time. Retransmissions of it
 /// are dropped until then.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the packet, its flow and where it was held; a struct would cost stack"
+)]
 fn hold(
     ctx: &TcContext,
     flow: &mut FlowState,
     segment: &Segment,
     delay_ns: u64,
+    rule_id: u32,
     direction: u32,
     ifindex: u32,
     now: u64,
@@ -438,6 +444,8 @@ fn hold(
     event.release_ns = now.saturating_add(delay_ns);
     event.claim = claim(ifindex, direction);
     event.len = len;
+    event.rule_id = rule_id;
+    event._pad = 0;
     let n = len.min(HELD_PACKET_LEN as u32);
     if n == 0 {
         entry.discard(0);

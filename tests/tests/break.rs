@@ -491,3 +491,119 @@ fn two_hundred_fifty_six_rules_at_once_and_the_higher_priority_wins() {
     assert!(!ok, "a 257th rule was accepted");
     assert!(err.contains("too many rules"), "{err}");
 }
+
+/// Six requests held by a 10 s delay go on at once when the rule goes: by the kill switch,
+/// by `rules rm`, and by expiry. The answer of `stop` and `rm` comes after they went.
+#[test]
+fn requests_held_by_a_delay_go_on_at_once_on_stop_rm_and_expiry() {
+    type Held<'s> = std::thread::ScopedJoinHandle<'s, (Seen, Instant)>;
+    // Six clients whose requests a rule will hold.
+    fn hold_six<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        s: &'env Scene,
+        path: &str,
+    ) -> Vec<Held<'scope>> {
+        (0..6)
+            .map(|i| {
+                let url = s.url(&format!("{path}{i}"));
+                scope.spawn(move || {
+                    let (seen, _) = Client::Curl.get(&s.a, &url, Duration::from_secs(20));
+                    (seen, Instant::now())
+                })
+            })
+            .collect()
+    }
+    // When the last of the clients had its answer, after `after`; each must get a 200.
+    fn finish(clients: Vec<Held<'_>>, after: Instant) -> Duration {
+        clients
+            .into_iter()
+            .map(|h| {
+                let (seen, done) = h.join().expect("client thread");
+                assert_eq!(seen, Seen::Status(200));
+                done.saturating_duration_since(after)
+            })
+            .max()
+            .expect("six")
+    }
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let wait_held = |rule: &Value, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.rule(&rule["id"])["injected"].as_u64() != Some(n) {
+            assert!(Instant::now() < deadline, "{n} requests were not held");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let delay = |path: &str, ttl: Option<&str>| {
+        let mut args = vec![
+            "--fault",
+            "delay:10s",
+            "--container",
+            &a_cgroup,
+            "--path",
+            path,
+        ];
+        if let Some(ttl) = ttl {
+            args.extend(["--ttl", ttl]);
+        }
+        s.add_rule(&args)
+    };
+    let before = s.server_count();
+
+    std::thread::scope(|scope| {
+        // The kill switch.
+        let rule = delay("/stop/*", None);
+        let clients = hold_six(scope, &s, "/stop/");
+        wait_held(&rule, 6);
+        assert_eq!(
+            s.server_count(),
+            before,
+            "held: the server has seen none yet"
+        );
+        let (ok, out, err) = s.daemon.fictl(&["--json", "stop"]);
+        let stopped = Instant::now();
+        assert!(ok, "{err}");
+        let answer: Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(answer["released_held"], 6, "{answer}");
+        let late = finish(clients, stopped);
+        println!("stop: the last of 6 held clients had its answer {late:?} after stop answered");
+        assert!(late < Duration::from_millis(50), "{late:?}");
+        assert_eq!(s.server_count(), before + 6);
+    });
+
+    std::thread::scope(|scope| {
+        // Removing one rule lets go of what it holds, and only that.
+        let other = delay("/keep/*", None);
+        let rule = delay("/rm/*", None);
+        let kept = hold_six(scope, &s, "/keep/");
+        let clients = hold_six(scope, &s, "/rm/");
+        wait_held(&rule, 6);
+        wait_held(&other, 6);
+        let (ok, _, err) = s.daemon.fictl(&["rules", "rm", &rule["id"].to_string()]);
+        let removed = Instant::now();
+        assert!(ok, "{err}");
+        let late = finish(clients, removed);
+        println!("rm: the last of 6 held clients had its answer {late:?} after rm answered");
+        assert!(late < Duration::from_millis(50), "{late:?}");
+        assert_eq!(
+            s.server_count(),
+            before + 12,
+            "the other rule's six are still held"
+        );
+        s.stop();
+        finish(kept, Instant::now());
+        assert_eq!(s.server_count(), before + 18);
+    });
+
+    std::thread::scope(|scope| {
+        // Expiry: the rule's time to live ends while it holds six.
+        let created = Instant::now();
+        let rule = delay("/ttl/*", Some("2s"));
+        let clients = hold_six(scope, &s, "/ttl/");
+        wait_held(&rule, 6);
+        let late = finish(clients, created + Duration::from_secs(2));
+        println!("expiry: the last of 6 held clients had its answer {late:?} after the ttl");
+        // The expiry sweep runs every 100 ms.
+        assert!(late < Duration::from_millis(200), "{late:?}");
+    });
+}

@@ -137,6 +137,13 @@ async fn main() -> anyhow::Result<()> {
                 "--capture-header: {e:?} (at most 4 header names of 1 to 32 token characters)"
             )
         })?;
+    // The socket first: a second daemon on a busy socket must refuse before it loads or
+    // attaches anything.
+    let listener = if args.check {
+        None
+    } else {
+        Some(server::bind_unix(&args.socket)?)
+    };
     let mut dataplane = DataPlane::load(&capture).context("loading fi's eBPF programs")?;
     // `--iface=` (empty) attaches to no named interface.
     for iface in args.ifaces.iter().filter(|i| !i.is_empty()) {
@@ -192,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     dataplane.attach_injector(&injector.send_side, injector.ifindex())?;
     let delays = delay::start(injector)?;
 
-    let listener = server::bind_unix(&args.socket)?;
+    let listener = listener.context("the socket is bound unless --check")?;
     let tcp = match args.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -219,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         capture,
         Explorer::new(store, runtime_dir, cgroup.clone()),
         args.tcp_explore,
+        Some(delays.clone()),
     ));
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
     tokio::spawn(expire_rules(Arc::clone(&daemon)));
@@ -293,12 +301,25 @@ async fn expire_rules(daemon: Arc<Daemon>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         tick.tick().await;
-        let Ok(mut rules) = daemon.rules.lock() else {
-            return;
+        let expired = {
+            let Ok(mut rules) = daemon.rules.lock() else {
+                return;
+            };
+            rules.expire()
         };
-        match rules.expire() {
-            Ok(0) => {}
-            Ok(n) => info!(expired = n, "rules expired"),
+        match expired {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => {
+                info!(expired = ?ids, "rules expired");
+                // What an expired rule still delays goes now, as if it had never held it.
+                let daemon = Arc::clone(&daemon);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for id in ids {
+                        daemon.release_held(Some(id));
+                    }
+                })
+                .await;
+            }
             Err(err) => warn!(%err, "expiring rules"),
         }
     }

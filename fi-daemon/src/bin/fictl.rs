@@ -285,15 +285,17 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Explore(_) => anyhow::bail!("internal error: explore is dispatched by main"),
         Command::Stop => {
             let mut client = client::rules(cli.target()?).await?;
-            let removed = client
-                .stop_all(api::StopAllRequest {})
-                .await?
-                .into_inner()
-                .removed;
+            let stopped = client.stop_all(api::StopAllRequest {}).await?.into_inner();
             if cli.json {
-                print_json(&serde_json::json!({ "removed": removed }))
+                print_json(&serde_json::json!({
+                    "removed": stopped.removed,
+                    "released_held": stopped.released_held,
+                }))
             } else {
-                println!("stopped: {removed} rule(s) removed, no fault in effect");
+                println!(
+                    "stopped: {} rule(s) removed, {} delayed request(s) let go",
+                    stopped.removed, stopped.released_held
+                );
                 Ok(())
             }
         }

@@ -335,7 +335,7 @@ fn expired_rules_leave_the_kernel_and_keep_their_counters() {
         "the kernel knows the expiry"
     );
     std::thread::sleep(Duration::from_millis(5));
-    assert_eq!(rules.expire().unwrap(), 1);
+    assert_eq!(rules.expire().unwrap(), [id]);
     assert_eq!(sink.0.lock().unwrap().count, 0);
     assert_eq!(rules.get(id).unwrap().state, State::Expired);
     // Listed, and removable, while expired; `stop` counts only what was in effect.

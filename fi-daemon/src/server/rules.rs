@@ -23,6 +23,14 @@ impl RuleApi {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         Self { daemon }
     }
+
+    /// [`Daemon::release_held`], off the async threads.
+    async fn release_held(&self, rule: Option<u32>) -> usize {
+        let daemon = Arc::clone(&self.daemon);
+        tokio::task::spawn_blocking(move || daemon.release_held(rule))
+            .await
+            .unwrap_or(0)
+    }
 }
 
 fn rule_error(err: RuleError) -> Status {
@@ -199,7 +207,8 @@ impl RuleService for RuleApi {
     ) -> Result<Response<api::DeleteRuleResponse>, Status> {
         let id = request.get_ref().id;
         lock(&self.daemon.rules)?.delete(id).map_err(rule_error)?;
-        tracing::info!(rule = id, "rule deleted");
+        let released = self.release_held(Some(id)).await;
+        tracing::info!(rule = id, released, "rule deleted");
         Ok(Response::new(api::DeleteRuleResponse {}))
     }
 
@@ -208,7 +217,12 @@ impl RuleService for RuleApi {
         _request: Request<api::StopAllRequest>,
     ) -> Result<Response<api::StopAllResponse>, Status> {
         let removed = lock(&self.daemon.rules)?.stop_all().map_err(rule_error)?;
-        tracing::warn!(removed, "kill switch: every rule removed");
-        Ok(Response::new(api::StopAllResponse { removed }))
+        // Answered only once every delayed request has gone on.
+        let released = self.release_held(None).await;
+        tracing::warn!(removed, released, "kill switch: every rule removed");
+        Ok(Response::new(api::StopAllResponse {
+            removed,
+            released_held: u32::try_from(released).unwrap_or(u32::MAX),
+        }))
     }
 }
