@@ -75,7 +75,6 @@ impl Daemon {
         capture: Vec<String>,
         explorer: Explorer,
         tcp_explore: bool,
-        delays: Option<crate::delay::Delays>,
     ) -> Self {
         Self {
             dataplane: Mutex::new(dataplane),
@@ -87,8 +86,14 @@ impl Daemon {
             stopping: tokio::sync::watch::Sender::new(false),
             explorer,
             tcp_explore,
-            delays,
+            delays: None,
         }
+    }
+
+    /// The delay queue that held requests go through.
+    pub fn with_delays(mut self, delays: crate::delay::Delays) -> Self {
+        self.delays = Some(delays);
+        self
     }
 
     /// Lets go at once of the requests that `rule` delays (every rule's, for `None`), and

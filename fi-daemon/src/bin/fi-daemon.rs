@@ -218,16 +218,18 @@ async fn main() -> anyhow::Result<()> {
         .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned);
     fi_daemon::instance::sweep_test_cgroups(&cgroup);
     fi_daemon::instance::sweep_runtime_dirs(&runtime_dir);
-    let daemon = Arc::new(Daemon::new(
-        dataplane,
-        targets,
-        rules,
-        Arc::clone(&requests),
-        capture,
-        Explorer::new(store, runtime_dir, cgroup.clone()),
-        args.tcp_explore,
-        Some(delays.clone()),
-    ));
+    let daemon = Arc::new(
+        Daemon::new(
+            dataplane,
+            targets,
+            rules,
+            Arc::clone(&requests),
+            capture,
+            Explorer::new(store, runtime_dir, cgroup.clone()),
+            args.tcp_explore,
+        )
+        .with_delays(delays.clone()),
+    );
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
     tokio::spawn(expire_rules(Arc::clone(&daemon)));
     if !args.no_veths {
