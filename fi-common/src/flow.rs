@@ -110,7 +110,9 @@ pub struct FlowState {
     /// With FAULT_HOLDING: client payload before this sequence number is a
     /// retransmission of the held request, dropped until the request is let go.
     pub hold_end: u32,
-    pub _pad: u32,
+    /// The rule whose fault set `fault_state` (0: none): removing that rule ends what it
+    /// left of this flow (see the daemon's `cut`).
+    pub fault_rule: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 64 + 8 + 16);
 
@@ -141,7 +143,7 @@ impl FlowState {
             fault_state: 0,
             lose_index: 0,
             hold_end: 0,
-            _pad: 0,
+            fault_rule: 0,
         }
     }
 }

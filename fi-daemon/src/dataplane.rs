@@ -390,6 +390,20 @@ impl DataPlane {
         Ok(flows.keys().filter(Result::is_ok).count() as u64)
     }
 
+    /// The flows the kernel tracks now, with their state (walks the map: for the kill
+    /// switch and rule removal, not for hot paths).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, DataPlaneError> {
+        let name = FLOWS_MAP;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataPlaneError::MissingMap { name })?;
+        let flows: BpfHashMap<_, FlowKey, FlowState> = map
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
     /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks
     /// and tests that feed crafted packets of that flow.
     pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {

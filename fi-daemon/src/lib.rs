@@ -6,6 +6,7 @@ pub mod cgroup_fs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cut;
 pub mod dataplane;
 pub mod delay;
 pub mod ebpf_object;

@@ -96,10 +96,16 @@ impl Daemon {
         self
     }
 
-    /// Lets go at once of the requests that `rule` delays (every rule's, for `None`), and
-    /// returns how many. Blocking: call it off the async threads.
-    pub fn release_held(&self, rule: Option<u32>) -> usize {
-        self.delays.as_ref().map_or(0, |d| d.release(rule))
+    /// Ends what the faults of `rule` (of every rule, for `None`) still do once the rule
+    /// is gone: held requests go on at once, and connections a timeout left dead are
+    /// closed (see [`crate::cut`]). Blocking: call it off the async threads.
+    pub fn end_faults(&self, rule: Option<u32>) -> Ended {
+        let released = self.delays.as_ref().map_or(0, |d| d.release(rule));
+        let flows = self.dataplane.lock().ok().and_then(|d| d.flows().ok());
+        let dead = crate::cut::dead_flows(flows.unwrap_or_default().into_iter(), rule);
+        let mount = self.targets.lock().ok().map(|t| t.mount().to_owned());
+        let closed = mount.map_or(0, |m| crate::cut::close_clients(&m, &dead));
+        Ended { released, closed }
     }
 
     /// Completed requests from now on (a poisoned log yields a closed receiver).
@@ -117,6 +123,15 @@ impl Daemon {
             Err(_) => tokio::sync::broadcast::channel(1).1,
         }
     }
+}
+
+/// What [`Daemon::end_faults`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Delayed requests let go.
+    pub released: usize,
+    /// Blackholed connections closed.
+    pub closed: usize,
 }
 
 /// Locks a mutex; a poisoned one (a panic while held) becomes an `internal` error.

@@ -155,8 +155,8 @@ pub fn on_syn(
         payload_len: 0,
     };
     flow.fault_state |= FAULT_DROP_CLIENT;
+    flow.fault_rule = rule.id;
     bump(Counter::FaultsInjected, 1);
-    let _ = rule;
     Some(answer_client(
         ctx, seg, scratch, &answer, None, ifindex, direction,
     ))
@@ -198,6 +198,7 @@ pub fn on_request(
     }
     let (slot, rule) = choose(flow, &seg.key, Some(&scratch.request), now)?;
     let fault = Fault::from_u8(rule.fault)?;
+    flow.fault_rule = rule.id;
     bump(Counter::FaultsInjected, 1);
     let mut status = 0;
     let verdict = match fault {

@@ -35,7 +35,7 @@ use crate::{
         FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH,
         FI_TARGETS, JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump,
     },
-    packet::{Segment, TCP_ACK, TCP_SYN, tcp_segment},
+    packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
 };
 
 /// Looks at one packet at a TC hook; returns the verdict (TCX_NEXT unless a fault acts).
@@ -71,6 +71,11 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
             return TCX_NEXT;
         }
         if flow.fault_state & FAULT_DROP_CLIENT != 0 {
+            // A reset from the client carries no request: it may end the server's half
+            // (the daemon's kill switch closes a blackholed client socket to send one).
+            if segment.flags & TCP_RST != 0 {
+                return TCX_NEXT;
+            }
             bump(Counter::FaultDrops, 1);
             return TCX_DROP;
         }

@@ -607,3 +607,132 @@ fn requests_held_by_a_delay_go_on_at_once_on_stop_rm_and_expiry() {
         assert!(late < Duration::from_millis(200), "{late:?}");
     });
 }
+
+/// CLOCK_MONOTONIC in seconds, as Python's time.monotonic() reads it.
+fn monotonic_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// A keep-alive connection blackholed by a timeout rule is ended when the rule goes (by
+/// stop, rm, or expiry): the client's call fails at once, the server's half is reset, and
+/// the dropped request never reaches the server, not even 30 s later.
+#[test]
+fn blackholed_keep_alive_connections_are_ended_at_once_and_the_request_never_arrives() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    let before = s.server_count();
+    let script = fixture("keepalive_pair.py");
+    let b = s.b.ipv4.clone();
+    let port = PORT.to_string();
+    // One client per way of ending the rule; each one's second request is blackholed.
+    let start = |way: &str| {
+        let rule = s.add_rule(&[
+            "--fault",
+            "timeout",
+            "--container",
+            &a_cgroup,
+            "--path",
+            &format!("/{way}/dropped"),
+            "--ttl",
+            if way == "ttl" { "3s" } else { "1h" },
+        ]);
+        let mut cmd = s.a.command("python3");
+        cmd.arg(&script)
+            .args([
+                b.as_str(),
+                port.as_str(),
+                &format!("/{way}/first"),
+                &format!("/{way}/dropped"),
+            ])
+            .stdout(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("python3");
+        (rule, child)
+    };
+    let wait_dropped = |rule: &Value| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.rule(&rule["id"])["injected"].as_u64() != Some(1) {
+            assert!(Instant::now() < deadline, "the request was not blackholed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // What the client saw of its second request, and when (CLOCK_MONOTONIC seconds).
+    let outcome = |child: std::process::Child| -> (String, f64) {
+        let out = child.wait_with_output().expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("second"))
+            .unwrap_or_else(|| panic!("no second answer: {text}"));
+        let (what, at) = line.rsplit_once(' ').expect("a time");
+        (what.to_owned(), at.parse().expect("seconds"))
+    };
+
+    let (rm_rule, rm_client) = start("rm");
+    let (stop_rule, stop_client) = start("stop");
+    wait_dropped(&rm_rule);
+    wait_dropped(&stop_rule);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        s.server_count(),
+        before + 2,
+        "two first requests, no dropped one"
+    );
+
+    let (ok, _, err) = s.daemon.fictl(&["rules", "rm", &rm_rule["id"].to_string()]);
+    let rm_done = monotonic_seconds();
+    assert!(ok, "{err}");
+    let (seen, at) = outcome(rm_client);
+    println!(
+        "rm: the client saw `{seen}` {:.1} ms after rm answered",
+        (at - rm_done) * 1e3
+    );
+    assert_eq!(seen, "second error ECONNABORTED");
+    assert!(at - rm_done < 0.05, "{:.3} s late", at - rm_done);
+
+    let (ok, out, err) = s.daemon.fictl(&["--json", "stop"]);
+    let stop_done = monotonic_seconds();
+    assert!(ok, "{err}");
+    let answer: Value = serde_json::from_str(&out).expect("JSON");
+    let (seen, at) = outcome(stop_client);
+    println!(
+        "stop: the client saw `{seen}` {:.1} ms after stop answered",
+        (at - stop_done) * 1e3
+    );
+    assert_eq!(seen, "second error ECONNABORTED");
+    assert!(at - stop_done < 0.05, "{:.3} s late", at - stop_done);
+    assert!(answer["closed_connections"].as_u64() >= Some(1), "{answer}");
+
+    let (ttl_rule, ttl_client) = start("ttl");
+    let created = monotonic_seconds();
+    wait_dropped(&ttl_rule);
+    let (seen, at) = outcome(ttl_client);
+    println!(
+        "expiry: the client saw `{seen}` {:.1} ms after the ttl",
+        (at - created - 3.0) * 1e3
+    );
+    assert_eq!(seen, "second error ECONNABORTED");
+    assert!(
+        at - created - 3.0 < 0.25,
+        "{:.3} s late",
+        at - created - 3.0
+    );
+
+    // No server connection is left, and the dropped requests never arrive.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.server_connections() > 0 {
+        assert!(Instant::now() < deadline, "the server's half is still open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(
+        s.server_count(),
+        before + 3,
+        "only the three first requests, 30 s later"
+    );
+}

@@ -317,7 +317,7 @@ async fn expire_rules(daemon: Arc<Daemon>) {
                 let daemon = Arc::clone(&daemon);
                 let _ = tokio::task::spawn_blocking(move || {
                     for id in ids {
-                        daemon.release_held(Some(id));
+                        daemon.end_faults(Some(id));
                     }
                 })
                 .await;

@@ -290,11 +290,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 print_json(&serde_json::json!({
                     "removed": stopped.removed,
                     "released_held": stopped.released_held,
+                    "closed_connections": stopped.closed_connections,
                 }))
             } else {
                 println!(
-                    "stopped: {} rule(s) removed, {} delayed request(s) let go",
-                    stopped.removed, stopped.released_held
+                    "stopped: {} rule(s) removed, {} delayed request(s) let go, {} blackholed connection(s) closed; no fault in effect",
+                    stopped.removed, stopped.released_held, stopped.closed_connections
                 );
                 Ok(())
             }

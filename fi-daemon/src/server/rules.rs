@@ -8,7 +8,7 @@ use std::{
 use fi_common::rule::Fault;
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, lock};
+use super::{Daemon, Ended, lock};
 use crate::{
     api::v1::{self as api, rule_service_server::RuleService},
     rules::{self, Draft, RuleError, RuleView, State},
@@ -24,12 +24,12 @@ impl RuleApi {
         Self { daemon }
     }
 
-    /// [`Daemon::release_held`], off the async threads.
-    async fn release_held(&self, rule: Option<u32>) -> usize {
+    /// [`Daemon::end_faults`], off the async threads.
+    async fn end_faults(&self, rule: Option<u32>) -> Ended {
         let daemon = Arc::clone(&self.daemon);
-        tokio::task::spawn_blocking(move || daemon.release_held(rule))
+        tokio::task::spawn_blocking(move || daemon.end_faults(rule))
             .await
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 }
 
@@ -207,8 +207,8 @@ impl RuleService for RuleApi {
     ) -> Result<Response<api::DeleteRuleResponse>, Status> {
         let id = request.get_ref().id;
         lock(&self.daemon.rules)?.delete(id).map_err(rule_error)?;
-        let released = self.release_held(Some(id)).await;
-        tracing::info!(rule = id, released, "rule deleted");
+        let ended = self.end_faults(Some(id)).await;
+        tracing::info!(rule = id, ?ended, "rule deleted");
         Ok(Response::new(api::DeleteRuleResponse {}))
     }
 
@@ -218,11 +218,12 @@ impl RuleService for RuleApi {
     ) -> Result<Response<api::StopAllResponse>, Status> {
         let removed = lock(&self.daemon.rules)?.stop_all().map_err(rule_error)?;
         // Answered only once every delayed request has gone on.
-        let released = self.release_held(None).await;
-        tracing::warn!(removed, released, "kill switch: every rule removed");
+        let ended = self.end_faults(None).await;
+        tracing::warn!(removed, ?ended, "kill switch: every rule removed");
         Ok(Response::new(api::StopAllResponse {
             removed,
-            released_held: u32::try_from(released).unwrap_or(u32::MAX),
+            released_held: u32::try_from(ended.released).unwrap_or(u32::MAX),
+            closed_connections: u32::try_from(ended.closed).unwrap_or(u32::MAX),
         }))
     }
 }
