@@ -172,3 +172,23 @@ pub async fn explore(
             .max_decoding_message_size(256 * 1024 * 1024),
     )
 }
+
+/// What a broken stream (`watch`, `explore run`) means to a user. A stream that breaks at
+/// the transport (the daemon died or was killed: "h2 protocol error") becomes
+/// Unavailable with a message that says so; the daemon's own errors pass unchanged.
+pub fn stream_error(status: tonic::Status) -> tonic::Status {
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Internal
+    ) && (status.message().contains("h2 protocol error")
+        || status.message().contains("connection")
+        || status.message().contains("transport"));
+    if transport {
+        tonic::Status::unavailable(
+            "fi-daemon went away: the stream broke off without the daemon ending it (did it \
+             stop or crash? `fictl status` tells)",
+        )
+    } else {
+        status
+    }
+}

@@ -223,12 +223,11 @@ impl Drop for Injector {
 
 /// Removes injector pairs of daemons that died without cleaning up (SIGKILL): a pair is
 /// named after its daemon's pid. Without programs they carry nothing; this is tidiness.
+/// The names come from rtnetlink, so a daemon in a network namespace sees that
+/// namespace's interfaces.
 fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir("/sys/class/net") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let names = crate::links::names().unwrap_or_default();
+    for name in names {
         let pid = name
             .strip_prefix(crate::interfaces::INJECTOR_PREFIX)
             .and_then(|rest| rest.strip_suffix('a'))

@@ -41,6 +41,35 @@ pub fn watch() -> io::Result<mpsc::UnboundedReceiver<LinkEvent>> {
     Ok(rx)
 }
 
+/// The names of the interfaces of this thread's network namespace, from one rtnetlink
+/// dump (not /sys/class/net, which shows the namespace /sys was mounted in).
+pub fn names() -> io::Result<Vec<String>> {
+    let socket = Socket::new(NETLINK_ROUTE)?;
+    request_dump(&socket)?;
+    let mut names = Vec::new();
+    loop {
+        let (buf, _) = socket.recv_from_full()?;
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest) else {
+                return Ok(names);
+            };
+            match message.payload {
+                NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => return Ok(names),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    names.extend(name_of(&link));
+                }
+                _ => {}
+            }
+            let advance = (message.header.length as usize + 3) & !3;
+            if advance == 0 || advance > rest.len() {
+                break;
+            }
+            rest = &rest[advance..];
+        }
+    }
+}
+
 fn request_dump(socket: &Socket) -> io::Result<()> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;

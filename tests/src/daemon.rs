@@ -40,6 +40,13 @@ impl Daemon {
 
     /// Starts fi-daemon with sock_ops on `cgroup` and the given extra arguments.
     pub fn start_with(id: &str, cgroup: &Path, args: &[String]) -> Self {
+        Self::start_in(id, cgroup, args, None)
+    }
+
+    /// Starts fi-daemon as [`Daemon::start_with`] does, in network namespace `netns` (a
+    /// name under /run/netns) when given: entered with nsenter, which keeps this mount
+    /// namespace and so the cgroup2 mount.
+    pub fn start_in(id: &str, cgroup: &Path, args: &[String], netns: Option<&str>) -> Self {
         let dir = std::env::temp_dir();
         let socket = dir.join(format!("fi-test-{id}.sock"));
         let log = dir.join(format!("fi-test-{id}.log"));
@@ -52,7 +59,17 @@ impl Daemon {
             remove_store(store);
             args.push(format!("--store={}", store.display()));
         }
-        let child = Command::new(bin_path("fi-daemon"))
+        let mut command = match netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"))
+                    .arg("--")
+                    .arg(bin_path("fi-daemon"));
+                c
+            }
+            None => Command::new(bin_path("fi-daemon")),
+        };
+        let child = command
             .args(&args)
             .arg("--cgroup")
             .arg(cgroup)

@@ -1030,3 +1030,82 @@ fn explore_calls_answer_bad_input_with_the_right_codes() {
     });
     assert!(daemon.status().version.len() > 1, "still healthy");
 }
+
+/// A second daemon on a busy socket refuses before it loads or attaches anything.
+#[test]
+fn a_second_daemon_on_a_busy_socket_attaches_nothing() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let c = lab.container("c", 3);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth], lab.cgroup());
+    let out = std::process::Command::new(fi_tests::process::bin_path("fi-daemon"))
+        .args(["--no-veths", &format!("--iface={}", c.host_veth)])
+        .arg("--cgroup")
+        .arg(lab.cgroup())
+        .arg("--socket")
+        .arg(daemon.socket())
+        .env("FI_LOG", "debug")
+        .output()
+        .expect("running a second fi-daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("already listening"), "{stderr}");
+    assert!(
+        !stderr.contains("attached"),
+        "it attached before refusing:\n{stderr}"
+    );
+    use aya::programs::TcAttachType;
+    assert!(fi_tests::kernel_view::tcx_programs(&c.host_veth, TcAttachType::Egress).is_empty());
+    // The first one is untouched.
+    assert!(!daemon.status().attachments.is_empty());
+}
+
+/// A daemon run in a network namespace sweeps the injector pair that a killed daemon left
+/// there (it lists the namespace's own interfaces, not the host's /sys/class/net).
+#[test]
+fn a_daemon_in_a_network_namespace_sweeps_the_injector_a_killed_daemon_left_there() {
+    let lab = Lab::new();
+    let ns = lab.container("ns", 9);
+    // No process has this pid (above the kernel's pid_max): its daemon is dead.
+    let stale = "fii4194400a";
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &ns.netns,
+            "link",
+            "add",
+            stale,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "fii4194400b",
+        ])
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = Daemon::start_in(
+        &format!("{}ns", lab.id()),
+        lab.cgroup(),
+        &["--no-veths".to_owned(), "--iface=".to_owned()],
+        Some(&ns.netns),
+    );
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.netns, "-o", "link", "show"])
+        .output()
+        .expect("ip");
+    let links = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !links.contains(stale),
+        "the stale injector is still there:\n{links}"
+    );
+    assert!(
+        links.contains(&format!("fii{}a", daemon.pid())),
+        "the daemon's own injector is in the namespace:\n{links}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -365,6 +365,46 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
     );
     std::fs::remove_dir_all(&dir).expect("removing the temp dir");
 
+    // A fault on the test's own request replays in the replay's own test cgroup (the
+    // original one is gone): the fault is injected again and breaks the test again.
+    let own = failing_plans(&reduced)
+        .into_iter()
+        .find(|p| p.contains(" on test → "))
+        .expect("a fault on the test's own request broke it");
+    let own_replay = reduced["summary"]["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .find(|f| f["plan"] == own.as_str())
+        .and_then(|f| f["replay"].as_str())
+        .and_then(|r| r.rsplit(' ').next())
+        .expect("a replay command")
+        .to_owned();
+    let again = json(&fictl(
+        &daemon,
+        &["--json", "explore", "replay", &own_replay],
+        &[1],
+    ));
+    assert!(failed(&again["executions"][0]), "{again:#}");
+    let injected = json(&fictl(
+        &daemon,
+        &[
+            "--json",
+            "explore",
+            "injected",
+            "--exploration",
+            &again["id"].to_string(),
+            "--execution",
+            &again["executions"][0]["number"].to_string(),
+        ],
+        &[0],
+    ));
+    assert_eq!(
+        injected["faults"].as_array().map(Vec::len),
+        Some(1),
+        "the fault on the test's own request was injected again: {injected:#}"
+    );
+
     // The delta: with the cache gone, the fallback no longer saves the page.
     let cache = deep
         .services
@@ -395,6 +435,20 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         "{diff:#}"
     );
     assert!(!diff["still_failing"].as_array().expect("still").is_empty());
+
+    // A replay that cannot be done (a container of the plan is gone) says so, with its
+    // own exit status, never as a reproduced failure (1).
+    let replay_id = format!("{a}/1");
+    let out = daemon
+        .fictl_command(&["explore", "replay", &replay_id])
+        .output()
+        .expect("fictl");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("cache") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }
 
 /// Headless Chromium (Debian's `chromium`) renders a page to a PNG.

@@ -319,3 +319,99 @@ fn pipelined_requests_and_responses_in_one_segment_are_all_seen_and_paired() {
     assert_eq!(counters["requests"], 6, "{counters:?}");
     assert_eq!(counters["responses"], 6, "{counters:?}");
 }
+
+/// `watch --recent --count N` gives the newest N remembered requests (oldest of them
+/// first); a reader that closes the pipe ends fictl quietly; and a watch whose daemon dies
+/// says so, with exit status 69 (unavailable), not a transport error.
+#[test]
+fn recent_means_newest_a_closed_pipe_is_quiet_and_a_dead_daemon_is_named() {
+    let lab = Lab::new();
+    let a = lab.container("a", 1);
+    let b = lab.container("b", 2);
+    let daemon = Daemon::start(lab.id(), &[&a.host_veth, &b.host_veth], lab.cgroup());
+    let _server = b.http_server(PORT);
+    let (ok, _, err) = daemon.fictl(&["target", "add", &cgroup_of(&lab, &a)]);
+    assert!(ok, "{err}");
+    for i in 0..10 {
+        assert_eq!(curl(&a, &format!("http://{}:{PORT}/r{i}", b.ipv4)), "200");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let newest = loop {
+        let (ok, out, err) = daemon.fictl(&["--json", "watch", "--recent", "--count", "3"]);
+        assert!(ok, "{err}");
+        let paths: Vec<String> = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).expect("JSON")["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        if paths.last().map(String::as_str) == Some("/r9") || Instant::now() > deadline {
+            break paths;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(newest, ["/r7", "/r8", "/r9"]);
+
+    // More than a pipe holds (64 KiB), read by a reader that stops at the first line.
+    let description = "d".repeat(1000);
+    for i in 0..100 {
+        let path = format!("/never/{i}");
+        let (ok, _, err) = daemon.fictl(&[
+            "rules",
+            "add",
+            "--fault",
+            "reset",
+            "--path",
+            &path,
+            "--description",
+            &description,
+        ]);
+        assert!(ok, "{err}");
+    }
+    let fictl = fi_tests::process::bin_path("fictl");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} --json rules ls | head -1",
+            fictl.display(),
+            daemon.socket().display()
+        ))
+        .output()
+        .expect("sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("[")
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+
+    // The daemon dies under an open watch.
+    let mut watch = daemon
+        .fictl_command(&["watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("fictl watch");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!daemon.kill().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = watch.try_wait().expect("polling fictl") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "fictl watch outlived its daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().expect("stderr"), &mut stderr)
+        .expect("reading stderr");
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("fi-daemon went away"), "{stderr}");
+    assert!(!stderr.contains("h2 protocol error"), "{stderr}");
+}

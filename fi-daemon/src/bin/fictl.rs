@@ -208,6 +208,7 @@ async fn main() -> ExitCode {
                     tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => exit::USAGE,
                     tonic::Code::NotFound => exit::NOT_FOUND,
                     tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => exit::NOPERM,
+                    tonic::Code::Unavailable => exit::UNAVAILABLE,
                     _ => exit::FAILURE,
                 }
             } else {
@@ -584,7 +585,7 @@ async fn watch(
     if count == Some(0) {
         return Ok(());
     }
-    while let Some(r) = stream.message().await? {
+    while let Some(r) = stream.message().await.map_err(client::stream_error)? {
         if cli.json {
             println!("{}", render::request_json(&r));
         } else {

@@ -664,8 +664,17 @@ impl Run {
                 ),
                 FaultSpec::ResponseLost => (Fault::ResponseLost, 0, None),
             };
+            // The test's own calls come from this run's test cgroup: a replay's is not
+            // the one the plan was found in (that one is gone).
+            let container = if site.source == TEST_SOURCE {
+                self.sources
+                    .first()
+                    .map_or_else(|| site.source_cgroup.clone(), |(cgroup, _)| cgroup.clone())
+            } else {
+                site.source_cgroup.clone()
+            };
             let draft = Draft {
-                container: Some(site.source_cgroup.clone()),
+                container: Some(container),
                 destination: Some(server.ip().to_string()),
                 port: Some(u32::from(server.port())),
                 methods: vec![site.method.clone()],

@@ -36,7 +36,8 @@ pub enum ExploreCommand {
     /// What changed from exploration BASE to HEAD: new failures, fixed ones, unchanged.
     Diff { base: i64, head: i64 },
     /// Run exactly the plan of one execution again: ID is EXPLORATION/EXECUTION, as the
-    /// report prints it (e.g. 12/7). Exit status 1 when the test fails again.
+    /// report prints it (e.g. 12/7). Exit status 1 when the test fails again, 70 when the
+    /// plan could not be set up (a container of it is gone), so nothing was reproduced.
     Replay { id: String },
     /// Stop a running exploration (its finished executions are kept).
     Cancel { id: i64 },
@@ -104,6 +105,9 @@ pub enum Format {
 
 /// Exit status of a run or replay that found failing plans.
 const FOUND_FAILURES: u8 = 1;
+/// `explore replay`: the plan could not be set up (its rules, its test), so nothing was
+/// reproduced either way (sysexits' EX_SOFTWARE).
+const REPLAY_NOT_DONE: u8 = 70;
 
 fn shell_join(words: &[String]) -> String {
     if let [one] = words {
@@ -192,7 +196,7 @@ async fn follow(
         None
     };
     let mut last = None;
-    while let Some(p) = stream.message().await? {
+    while let Some(p) = stream.message().await.map_err(client::stream_error)? {
         if let Some(bar) = &bar {
             bar.set_prefix(p.exploration_id.to_string());
             bar.set_length(u64::from(p.known.max(1)));
@@ -341,6 +345,17 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 .await?
                 .into_inner();
             let last = follow(cli, stream).await?;
+            // A replay that could not run says so, never as a reproduced failure.
+            let replayed = report(&mut client, last.exploration_id, Format::Json).await?;
+            let replayed: serde_json::Value = serde_json::from_slice(&replayed)?;
+            let outcome = &replayed["executions"][0]["outcome"];
+            if outcome["kind"] == "error" {
+                eprintln!(
+                    "fictl: the replay of {id} could not be done: {}",
+                    outcome["message"].as_str().unwrap_or("?")
+                );
+                return Ok(REPLAY_NOT_DONE);
+            }
             conclude(cli, &mut client, &last, None).await
         }
         ExploreCommand::Ls { limit } => {
