@@ -1109,3 +1109,135 @@ fn a_daemon_in_a_network_namespace_sweeps_the_injector_a_killed_daemon_left_ther
     );
     assert!(daemon.stop().success());
 }
+
+/// Listings show every matcher and gate; an expired rule stays listed with its counters,
+/// can be removed, and is gone once 100 newer ones expired after it.
+#[test]
+fn listings_show_every_gate_and_expired_rules_live_on_for_a_bounded_while() {
+    let lab = Lab::new();
+    let daemon = Daemon::start(lab.id(), &[], lab.cgroup());
+    let fictl = |args: &[&str]| {
+        let (ok, out, err) = daemon.fictl(args);
+        assert!(ok, "fictl {args:?}: {err}");
+        out
+    };
+    let added = fictl(&[
+        "rules",
+        "add",
+        "--fault",
+        "abort:503",
+        "--dst",
+        "10.77.0.2",
+        "--port",
+        "8080",
+        "--method",
+        "GET",
+        "--host",
+        "b.svc",
+        "--path",
+        "/api/*",
+        "--percent",
+        "30%",
+        "--skip",
+        "2",
+        "--max",
+        "5",
+        "--ttl",
+        "1h",
+    ]);
+    for shown in [
+        "abort:503",
+        "b.svc",
+        "10.77.0.2",
+        ":8080/api/*",
+        "GET",
+        "skip 2",
+        "max 5",
+        "ttl ",
+    ] {
+        assert!(
+            added.contains(shown),
+            "`rules add` hides {shown:?}: {added}"
+        );
+    }
+    let table = fictl(&["rules", "ls"]);
+    for shown in ["30%", "skip 2", "max 5", "left", "PERCENT", "GATES"] {
+        assert!(
+            table.contains(shown),
+            "`rules ls` hides {shown:?}:\n{table}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&fictl(&["--json", "rules", "get", "1"])).expect("JSON");
+    assert_eq!(json["probability_ppm"], 300_000, "{json:#}");
+    assert_eq!(json["skip_first"], 2, "{json:#}");
+    assert_eq!(json["max_injections"], 5, "{json:#}");
+    assert_eq!(json["nth"], serde_json::Value::Null, "{json:#}");
+    assert_eq!(json["ttl_seconds"], 3600.0, "{json:#}");
+    assert!(
+        json["ttl_left_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 3500.0),
+        "{json:#}"
+    );
+    assert!(
+        json["expires_unix_nanos"].as_i64().is_some_and(|t| t > 0),
+        "{json:#}"
+    );
+
+    // Expired: listed as such, then removable.
+    fictl(&[
+        "rules", "add", "--fault", "reset", "--path", "/gone", "--ttl", "200ms",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let expired = loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&fictl(&["--json", "rules", "ls"])).expect("JSON");
+        if let Some(rule) = list
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["id"] == 2 && r["state"] == "expired"))
+        {
+            break rule.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed as expired: {list:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        expired["matched"].is_u64(),
+        "its counters are kept: {expired:#}"
+    );
+    let stopped: serde_json::Value =
+        serde_json::from_str(&fictl(&["--json", "stop"])).expect("JSON");
+    assert_eq!(
+        stopped["removed"], 1,
+        "only rule 1 was in effect: {stopped}"
+    );
+    fictl(&["rules", "rm", "2"]);
+    let (ok, _, err) = daemon.fictl(&["rules", "get", "2"]);
+    assert!(!ok && err.contains("no rule 2"), "{err}");
+
+    // The bound: the newest 100 expired rules are kept.
+    for _ in 0..101 {
+        fictl(&[
+            "rules", "add", "--fault", "reset", "--path", "/short", "--ttl", "1ms",
+        ]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let list: serde_json::Value =
+        serde_json::from_str(&fictl(&["--json", "rules", "ls"])).expect("JSON");
+    let ids: Vec<u64> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    // Rule 1 went with stop (in effect, not expired); rules 3..=103 expired, 3 is gone.
+    assert_eq!(ids.len(), 100, "{ids:?}");
+    assert!(
+        !ids.contains(&3) && ids.contains(&4) && ids.contains(&103),
+        "{ids:?}"
+    );
+}

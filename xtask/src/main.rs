@@ -43,6 +43,10 @@ enum Task {
         /// Few samples, debug build: checks that the bench runs, not what it measures.
         #[arg(long)]
         short: bool,
+        /// Only these sections: packets, faults, control, exploration, overhead
+        /// (comma-separated).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// The demo: set up, build, start the example services in test containers and
     /// fi-daemon, watch requests, inject one fault, explore the example's functional
@@ -72,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         Task::Build { release } => tasks::build(release).map(drop),
         Task::Test { tier, args } => tasks::test(tier, &args),
         Task::Lint => tasks::lint(),
-        Task::Bench { short } => tasks::bench(short),
+        Task::Bench { short, only } => tasks::bench(short, only.as_deref()),
         Task::Run { release, args } => tasks::run(release, &args),
         Task::Demo => tasks::demo(),
         Task::Docs => tasks::docs(),

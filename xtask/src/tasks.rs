@@ -86,17 +86,19 @@ pub fn run(release: bool, args: &[String]) -> anyhow::Result<()> {
     cmd::run(Command::new(bin_dir.join("fi-daemon")).args(args))
 }
 
-pub fn bench(short: bool) -> anyhow::Result<()> {
+pub fn bench(short: bool, only: Option<&str>) -> anyhow::Result<()> {
     // Numbers come from an optimized build; the short mode only checks that it all runs.
     let bin_dir = build(!short)?;
     let out = cmd::workspace_root().join("bench/results");
-    cmd::run(
-        Command::new(bin_dir.join("fi-bench"))
-            .env("FI_BIN_DIR", &bin_dir)
-            .args(if short { &["--short"][..] } else { &[][..] })
-            .arg("--out")
-            .arg(&out),
-    )
+    let mut c = Command::new(bin_dir.join("fi-bench"));
+    c.env("FI_BIN_DIR", &bin_dir)
+        .args(if short { &["--short"][..] } else { &[][..] })
+        .arg("--out")
+        .arg(&out);
+    if let Some(only) = only {
+        c.args(["--only", only]);
+    }
+    cmd::run(&mut c)
 }
 
 /// The demo: set-up if needed, build, then the example shop explored end to end

@@ -1,7 +1,7 @@
 //! fi's benchmarks (run by `cargo xtask bench`): what fi costs per packet, and how precise
 //! its faults are. Writes `report.md` and `report.json` into the output directory.
 //!
-//!   fi-bench [--short] --out DIR
+//!   fi-bench [--short] [--only packets,faults,control,exploration,overhead] --out DIR
 //!
 //! `--short` runs few samples, so that a test can run the whole bench and it cannot rot.
 
@@ -474,133 +474,144 @@ fn markdown(report: &Value) -> String {
         report["mode"].as_str().unwrap_or("?"),
         report["seconds"].as_f64().unwrap_or(0.0)
     );
-    md += "## Cost per packet (TC egress program, BPF_PROG_TEST_RUN, ns per run)\n\n";
-    md += "| packet | n | median | p95 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n";
-    if let Some(rows) = report["per_packet_ns"].as_object() {
-        for (name, s) in rows {
-            md += &format!(
-                "| {name} | {} | {:.0} | {:.0} | {:.0} |\n",
-                s["n"],
-                s["median"].as_f64().unwrap_or(f64::NAN),
-                s["p95"].as_f64().unwrap_or(f64::NAN),
-                s["p99"].as_f64().unwrap_or(f64::NAN)
-            );
+    if !report["per_packet_ns"].is_null() {
+        md += "## Cost per packet (TC egress program, BPF_PROG_TEST_RUN, ns per run)\n\n";
+        md += "| packet | n | median | p95 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n";
+        if let Some(rows) = report["per_packet_ns"].as_object() {
+            for (name, s) in rows {
+                md += &format!(
+                    "| {name} | {} | {:.0} | {:.0} | {:.0} |\n",
+                    s["n"],
+                    s["median"].as_f64().unwrap_or(f64::NAN),
+                    s["p95"].as_f64().unwrap_or(f64::NAN),
+                    s["p99"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
         }
     }
-    let f = &report["faults"];
-    md += &format!(
-        "\n## Delay precision (Rust client, container to container, keep-alive; error = observed - baseline - D)\n\nBaseline request: {:.2} ms.\n\n",
-        f["baseline_request_ms"].as_f64().unwrap_or(f64::NAN)
-    );
-    md += "| D (ms) | answered | median error (ms) | p95 abs error (ms) | goal: median abs error <= (ms) | met |\n| ---: | ---: | ---: | ---: | ---: | --- |\n";
-    if let Some(rows) = f["delay"].as_array() {
-        for r in rows {
-            md += &format!(
-                "| {} | {} | {:+.3} | {:.3} | {:.1} | {} |\n",
-                r["delay_ms"],
-                r["answered"],
-                r["error_ms"]["median"].as_f64().unwrap_or(f64::NAN),
-                r["abs_error_ms_p95"].as_f64().unwrap_or(f64::NAN),
-                r["goal_median_abs_error_ms"].as_f64().unwrap_or(f64::NAN),
-                if r["meets_goal"].as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
-            );
-        }
-    }
-    let r = &f["time_to_reset_ms"];
-    md += &format!(
-        "\n## Time to reset\n\n{} of {} requests got ECONNRESET; median {:.3} ms, p95 {:.3} ms (goal: within 50 ms).\n",
-        f["resets_seen"],
-        f["requests"],
-        r["median"].as_f64().unwrap_or(f64::NAN),
-        r["p95"].as_f64().unwrap_or(f64::NAN)
-    );
-    let p = &f["probability"];
-    md += &format!(
-        "\n## Probability accuracy\n\nA 30 % rule over {} requests faulted {} of them: {:.1} % (one binomial standard deviation: {:.1} points).\n",
-        p["requests"],
-        p["faulted"],
-        p["observed"].as_f64().unwrap_or(f64::NAN) * 100.0,
-        p["sigma"].as_f64().unwrap_or(f64::NAN) * 100.0
-    );
-    let c = &report["control"];
-    md += &format!(
-        "\n## Control latency (requests back to back from one container, keep-alive; rule: delay 20 ms; {} rounds)\n\n\
-         | call returned → first request that saw the new state | median (ms) | p95 (ms) | requests started after the call that saw the old state |\n| --- | ---: | ---: | ---: |\n\
-         | rule created | {:.3} | {:.3} | {} |\n\
-         | kill switch | {:.3} | {:.3} | {} |\n\n\
-         Goal: activation and kill switch under 1 ms, i.e. no request started after the call\n\
-         returned sees the old state (last column: 0). The first column is bounded by the\n\
-         request in flight when the call returned (delayed 20 ms after a create).\n",
-        c["rounds"],
-        c["create_to_first_faulted_ms"]["median"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-        c["create_to_first_faulted_ms"]["p95"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-        c["clean_requests_started_after_create"],
-        c["stop_to_first_clean_ms"]["median"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-        c["stop_to_first_clean_ms"]["p95"]
-            .as_f64()
-            .unwrap_or(f64::NAN),
-        c["faulted_requests_started_after_stop"],
-    );
-    md += &format!(
-        "\n## Resources\n\nDaemon resident memory: {} kB idle, {} kB after the control rounds. Maps held by the daemon: {:.1} MiB (bytes_memlock).\n",
-        c["daemon_rss_idle_kb"],
-        c["daemon_rss_after_load_kb"],
-        c["map_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
-    );
-    let x = &report["exploration"];
-    md += &format!(
-        "\n## Exploration (the bundled shop)\n\n{} executions in {:.1} s: {:.0} executions per minute; fi's share of an execution (all but the test's own run time): {:.0} % ({:.0} ms each, mostly the 250 ms wait for late kernel events).\n",
-        x["executions"],
-        x["wall_s"].as_f64().unwrap_or(f64::NAN),
-        x["executions_per_minute"].as_f64().unwrap_or(f64::NAN),
-        x["fi_share_of_execution_time"].as_f64().unwrap_or(f64::NAN) * 100.0,
-        x["mean_fi_ms_per_execution"].as_f64().unwrap_or(f64::NAN),
-    );
-    let o = &report["overhead"];
-    md += &format!(
-        "\n## Data-path overhead under load (wrk -t1 -c8 against nginx; {} interleaved rounds of {} s per state; medians)\n\n\
-         Goals: throughput loss at most 1 % and p99 added at most 10 µs with rules loaded and not matching.\n",
-        o["rounds"], o["seconds_per_run"]
-    );
-    for (key, title) in [
-        ("veth_keep_alive", "veth between two containers, keep-alive"),
-        ("veth_new_connection", "veth, a new connection per request"),
-        ("loopback_keep_alive", "loopback, keep-alive"),
-        (
-            "loopback_new_connection",
-            "loopback, a new connection per request",
-        ),
-    ] {
-        let Some(rows) = o[key].as_array() else {
-            continue;
-        };
+    if !report["faults"].is_null() {
+        let f = &report["faults"];
         md += &format!(
-            "\n### {title}\n\n| state | req/s | spread | throughput vs none | p50 (µs) | p99 (µs) | added p50 | added p99 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+            "\n## Delay precision (Rust client, container to container, keep-alive; error = observed - baseline - D)\n\nBaseline request: {:.2} ms.\n\n",
+            f["baseline_request_ms"].as_f64().unwrap_or(f64::NAN)
         );
-        for r in rows {
+        md += "| D (ms) | answered | median error (ms) | p95 abs error (ms) | goal: median abs error <= (ms) | met |\n| ---: | ---: | ---: | ---: | ---: | --- |\n";
+        if let Some(rows) = f["delay"].as_array() {
+            for r in rows {
+                md += &format!(
+                    "| {} | {} | {:+.3} | {:.3} | {:.1} | {} |\n",
+                    r["delay_ms"],
+                    r["answered"],
+                    r["error_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+                    r["abs_error_ms_p95"].as_f64().unwrap_or(f64::NAN),
+                    r["goal_median_abs_error_ms"].as_f64().unwrap_or(f64::NAN),
+                    if r["meets_goal"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                );
+            }
+        }
+        let r = &f["time_to_reset_ms"];
+        md += &format!(
+            "\n## Time to reset\n\n{} of {} requests got ECONNRESET; median {:.3} ms, p95 {:.3} ms (goal: within 50 ms).\n",
+            f["resets_seen"],
+            f["requests"],
+            r["median"].as_f64().unwrap_or(f64::NAN),
+            r["p95"].as_f64().unwrap_or(f64::NAN)
+        );
+        let p = &f["probability"];
+        md += &format!(
+            "\n## Probability accuracy\n\nA 30 % rule over {} requests faulted {} of them: {:.1} % (one binomial standard deviation: {:.1} points).\n",
+            p["requests"],
+            p["faulted"],
+            p["observed"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            p["sigma"].as_f64().unwrap_or(f64::NAN) * 100.0
+        );
+    }
+    if !report["control"].is_null() {
+        let c = &report["control"];
+        md += &format!(
+            "\n## Control latency (requests back to back from one container, keep-alive; rule: delay 20 ms; {} rounds)\n\n\
+             | call returned → first request that saw the new state | median (ms) | p95 (ms) | requests started after the call that saw the old state |\n| --- | ---: | ---: | ---: |\n\
+             | rule created | {:.3} | {:.3} | {} |\n\
+             | kill switch | {:.3} | {:.3} | {} |\n\n\
+             Goal: activation and kill switch under 1 ms, i.e. no request started after the call\n\
+             returned sees the old state (last column: 0). The first column is bounded by the\n\
+             request in flight when the call returned (delayed 20 ms after a create).\n",
+            c["rounds"],
+            c["create_to_first_faulted_ms"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            c["create_to_first_faulted_ms"]["p95"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            c["clean_requests_started_after_create"],
+            c["stop_to_first_clean_ms"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            c["stop_to_first_clean_ms"]["p95"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            c["faulted_requests_started_after_stop"],
+        );
+        md += &format!(
+            "\n## Resources\n\nDaemon resident memory: {} kB idle, {} kB after the control rounds. Maps held by the daemon: {:.1} MiB (bytes_memlock).\n",
+            c["daemon_rss_idle_kb"],
+            c["daemon_rss_after_load_kb"],
+            c["map_bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+        );
+    }
+    if !report["exploration"].is_null() {
+        let x = &report["exploration"];
+        md += &format!(
+            "\n## Exploration (the bundled shop)\n\n{} executions in {:.1} s: {:.0} executions per minute; fi's share of an execution (all but the test's own run time): {:.0} % ({:.0} ms each, mostly the 250 ms wait for late kernel events).\n",
+            x["executions"],
+            x["wall_s"].as_f64().unwrap_or(f64::NAN),
+            x["executions_per_minute"].as_f64().unwrap_or(f64::NAN),
+            x["fi_share_of_execution_time"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            x["mean_fi_ms_per_execution"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    if !report["overhead"].is_null() {
+        let o = &report["overhead"];
+        md += &format!(
+            "\n## Data-path overhead under load (wrk -t1 -c8 against nginx; {} interleaved rounds of {} s per state; medians)\n\n\
+             Goals: throughput loss at most 1 % and p99 added at most 10 µs with rules loaded and not matching.\n",
+            o["rounds"], o["seconds_per_run"]
+        );
+        for (key, title) in [
+            ("veth_keep_alive", "veth between two containers, keep-alive"),
+            ("veth_new_connection", "veth, a new connection per request"),
+            ("loopback_keep_alive", "loopback, keep-alive"),
+            (
+                "loopback_new_connection",
+                "loopback, a new connection per request",
+            ),
+        ] {
+            let Some(rows) = o[key].as_array() else {
+                continue;
+            };
             md += &format!(
-                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:+.0} | {:+.0} |\n",
-                r["state"].as_str().unwrap_or("?"),
-                r["rps_median"].as_f64().unwrap_or(f64::NAN),
-                r["rps_spread"].as_f64().unwrap_or(f64::NAN),
-                r["throughput_ratio"].as_f64().unwrap_or(f64::NAN),
-                r["p50_us"].as_f64().unwrap_or(f64::NAN),
-                r["p99_us"].as_f64().unwrap_or(f64::NAN),
-                r["added_p50_us"].as_f64().unwrap_or(f64::NAN),
-                r["added_p99_us"].as_f64().unwrap_or(f64::NAN),
+                "\n### {title}\n\n| state | req/s | spread | throughput vs none | p50 (µs) | p99 (µs) | added p50 | added p99 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
             );
+            for r in rows {
+                md += &format!(
+                    "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:+.0} | {:+.0} |\n",
+                    r["state"].as_str().unwrap_or("?"),
+                    r["rps_median"].as_f64().unwrap_or(f64::NAN),
+                    r["rps_spread"].as_f64().unwrap_or(f64::NAN),
+                    r["throughput_ratio"].as_f64().unwrap_or(f64::NAN),
+                    r["p50_us"].as_f64().unwrap_or(f64::NAN),
+                    r["p99_us"].as_f64().unwrap_or(f64::NAN),
+                    r["added_p50_us"].as_f64().unwrap_or(f64::NAN),
+                    r["added_p99_us"].as_f64().unwrap_or(f64::NAN),
+                );
+            }
         }
     }
+
     md
 }
 
@@ -613,13 +624,40 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("bench/results"));
+    // `--only faults,control`: just those sections (for iterating on one of them).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let run = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
     fi_tests::require_privileges();
     let start = Instant::now();
-    let per_packet = packet_costs(short);
-    let faults = fault_precision(short);
-    let control = control_latency(short);
-    let exploration = exploration_speed(short);
-    let load = overhead::overhead(short);
+    let per_packet = if run("packets") {
+        packet_costs(short)
+    } else {
+        Value::Null
+    };
+    let faults = if run("faults") {
+        fault_precision(short)
+    } else {
+        Value::Null
+    };
+    let control = if run("control") {
+        control_latency(short)
+    } else {
+        Value::Null
+    };
+    let exploration = if run("exploration") {
+        exploration_speed(short)
+    } else {
+        Value::Null
+    };
+    let load = if run("overhead") {
+        overhead::overhead(short)
+    } else {
+        Value::Null
+    };
     let report = json!({
         "overhead": load,
         "control": control,
