@@ -377,31 +377,25 @@ impl DataPlane {
         self.loaded_at
     }
 
+    /// The kernel's flow map, read-only.
+    fn flows_map(&self) -> Result<BpfHashMap<&MapData, FlowKey, FlowState>, DataPlaneError> {
+        let name = FLOWS_MAP;
+        self.ebpf
+            .map(name)
+            .ok_or(DataPlaneError::MissingMap { name })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })
+    }
+
     /// Entries in use in the flow map (walks its keys: for status, not for hot paths).
     pub fn flows_in_use(&self) -> Result<u64, DataPlaneError> {
-        let name = FLOWS_MAP;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataPlaneError::MissingMap { name })?;
-        let flows: BpfHashMap<_, FlowKey, FlowState> = map
-            .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })?;
-        Ok(flows.keys().filter(Result::is_ok).count() as u64)
+        Ok(self.flows_map()?.keys().filter(Result::is_ok).count() as u64)
     }
 
     /// The flows the kernel tracks now, with their state (walks the map: for the kill
     /// switch and rule removal, not for hot paths).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowState)>, DataPlaneError> {
-        let name = FLOWS_MAP;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataPlaneError::MissingMap { name })?;
-        let flows: BpfHashMap<_, FlowKey, FlowState> = map
-            .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })?;
-        Ok(flows.iter().filter_map(Result::ok).collect())
+        Ok(self.flows_map()?.iter().filter_map(Result::ok).collect())
     }
 
     /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks

@@ -33,6 +33,23 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
 }
 
+/// `fictl explore injected` for one execution: the JSON answer.
+fn injected(daemon: &Daemon, exploration: &str, execution: &str) -> Value {
+    json(&fictl(
+        daemon,
+        &[
+            "--json",
+            "explore",
+            "injected",
+            "--exploration",
+            exploration,
+            "--execution",
+            execution,
+        ],
+        &[0],
+    ))
+}
+
 /// Runs an exploration to its end with `fictl explore run --json`: the JSON report.
 fn explore(daemon: &Daemon, example: &Example, test: &str, options: &[&str]) -> Value {
     let mut args = vec!["--json", "explore", "run", "--run-timeout", "30s"];
@@ -139,19 +156,7 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
 
     // The faults injected are listed for past executions too.
     let lost_number = lost["number"].as_u64().expect("number").to_string();
-    let injected = json(&fictl(
-        &daemon,
-        &[
-            "--json",
-            "explore",
-            "injected",
-            "--exploration",
-            &id.to_string(),
-            "--execution",
-            &lost_number,
-        ],
-        &[0],
-    ));
+    let injected = injected(&daemon, &id.to_string(), &lost_number);
     assert_eq!(
         injected["faults"][0]["fault"], "response-lost",
         "{injected:#}"
@@ -386,19 +391,11 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         &[1],
     ));
     assert!(failed(&again["executions"][0]), "{again:#}");
-    let injected = json(&fictl(
+    let injected = injected(
         &daemon,
-        &[
-            "--json",
-            "explore",
-            "injected",
-            "--exploration",
-            &again["id"].to_string(),
-            "--execution",
-            &again["executions"][0]["number"].to_string(),
-        ],
-        &[0],
-    ));
+        &again["id"].to_string(),
+        &again["executions"][0]["number"].to_string(),
+    );
     assert_eq!(
         injected["faults"].as_array().map(Vec::len),
         Some(1),
