@@ -19,6 +19,22 @@ pub const RULE_STATS_MAP: &str = "FI_RULE_STATS";
 pub const RESPONSES_MAP: &str = "FI_RESPONSES";
 pub const MAX_RULES: u32 = 256;
 
+/// One-entry array: CLOCK_MONOTONIC ns of the daemon's last heartbeat (0: none yet).
+/// The dead-man switch: the programs treat every rule and every fault a flow carries as
+/// absent once the heartbeat is older than [`HEARTBEAT_BOUND_NS`], so a daemon that dies
+/// or hangs stops injecting within that bound, however its programs are attached.
+pub const HEARTBEAT_MAP: &str = "FI_HEARTBEAT";
+/// How old a heartbeat may be before the programs stop injecting.
+pub const HEARTBEAT_BOUND_NS: u64 = 1_000_000_000;
+/// How often the daemon beats: ten times within the bound.
+pub const HEARTBEAT_INTERVAL_NS: u64 = HEARTBEAT_BOUND_NS / 10;
+
+/// Whether a heartbeat written at `beat` still holds at `now` (both CLOCK_MONOTONIC ns).
+#[inline(always)]
+pub const fn heartbeat_fresh(beat: u64, now: u64) -> bool {
+    beat != 0 && now.saturating_sub(beat) <= HEARTBEAT_BOUND_NS
+}
+
 /// Faults. The discriminant is what the kernel stores.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,3 +453,18 @@ pub fn gates_open(rule: &Rule, occurrence: u64, random_ppm: u32) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod heartbeat_tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_holds_for_its_bound_only() {
+        assert!(!heartbeat_fresh(0, 5), "no heartbeat yet");
+        assert!(heartbeat_fresh(10, 10));
+        assert!(heartbeat_fresh(10, 10 + HEARTBEAT_BOUND_NS));
+        assert!(!heartbeat_fresh(10, 11 + HEARTBEAT_BOUND_NS));
+        // A beat written just after `now` was read (on another CPU) still holds.
+        assert!(heartbeat_fresh(20, 10));
+    }
+}

@@ -22,7 +22,7 @@ use fi_common::{
     event::{CAPTURE_MAP, EVENTS_MAP, INJECTOR_MAP},
     flow::{FLOWS_MAP, FlowKey, FlowState, TARGETS_MAP},
     http::CaptureConfig,
-    rule::{RESPONSES_MAP, RULE_COUNT_MAP, RULE_STATS_MAP, RULES_MAP},
+    rule::{HEARTBEAT_MAP, RESPONSES_MAP, RULE_COUNT_MAP, RULE_STATS_MAP, RULES_MAP},
 };
 
 use crate::ebpf_object;
@@ -279,6 +279,21 @@ impl DataPlane {
                 Ok((counter, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// The dead-man switch's heartbeat: the programs inject only while the last beat is
+    /// younger than `HEARTBEAT_BOUND_NS` (1 s). The daemon beats every 100 ms.
+    pub fn beat(&mut self) -> Result<(), DataPlaneError> {
+        let name = HEARTBEAT_MAP;
+        let mut map: Array<_, u64> = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataPlaneError::MissingMap { name })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let now = crate::rules::monotonic_now().as_nanos() as u64;
+        map.set(0, now, 0)
+            .map_err(|source| DataPlaneError::Map { name, source })
     }
 
     /// Attaches the re-injector to the egress of the daemon's injector interface, and

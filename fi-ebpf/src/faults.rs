@@ -15,7 +15,7 @@ use fi_common::{
 };
 
 use crate::{
-    maps::{FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump},
+    maps::{FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump, daemon_alive},
     packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN},
     reply::{Answer, back_flags, finish, rewrite, send_back, turn_around},
 };
@@ -112,7 +112,7 @@ fn choose(
     now: u64,
 ) -> Option<(u32, &'static Rule)> {
     let count = FI_RULE_COUNT.get(0).copied().unwrap_or(0).min(MAX_RULES);
-    if count == 0 {
+    if count == 0 || !daemon_alive(now) {
         return None;
     }
     let mut ctx = EvalCtx {

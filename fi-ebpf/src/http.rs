@@ -34,6 +34,7 @@ use crate::{
     maps::{
         FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH,
         FI_TARGETS, JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump,
+        daemon_alive,
     },
     packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
 };
@@ -70,19 +71,21 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         if flow.claim != here {
             return TCX_NEXT;
         }
-        if flow.fault_state & FAULT_DROP_CLIENT != 0 {
-            // A reset from the client carries no request: it may end the server's half
-            // (the daemon's kill switch closes a blackholed client socket to send one).
-            if segment.flags & TCP_RST != 0 {
-                return TCX_NEXT;
+        if flow.fault_state & (FAULT_DROP_CLIENT | FAULT_HOLDING) != 0 && faults_hold() {
+            if flow.fault_state & FAULT_DROP_CLIENT != 0 {
+                // A reset from the client carries no request: it may end the server's
+                // half (the kill switch closes a blackholed client socket to send one).
+                if segment.flags & TCP_RST != 0 {
+                    return TCX_NEXT;
+                }
+                bump(Counter::FaultDrops, 1);
+                return TCX_DROP;
             }
-            bump(Counter::FaultDrops, 1);
-            return TCX_DROP;
-        }
-        if flow.fault_state & FAULT_HOLDING != 0 && seq_before(segment.seq, flow.hold_end) {
-            // A retransmission of the held request: the original goes in later.
-            bump(Counter::FaultDrops, 1);
-            return TCX_DROP;
+            if seq_before(segment.seq, flow.hold_end) {
+                // A retransmission of the held request: the original goes in later.
+                bump(Counter::FaultDrops, 1);
+                return TCX_DROP;
+            }
         }
         if segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && rules_loaded() {
             let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
@@ -116,7 +119,7 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         if flow.claim != claim(ifindex, direction ^ 1) {
             return TCX_NEXT;
         }
-        if flow.fault_state & FAULT_DROP_SERVER != 0 {
+        if flow.fault_state & FAULT_DROP_SERVER != 0 && faults_hold() {
             bump(Counter::FaultDrops, 1);
             return TCX_DROP;
         }
@@ -149,7 +152,14 @@ fn fill_header(
 
 #[inline(always)]
 fn rules_loaded() -> bool {
-    FI_RULE_COUNT.get(0).is_some_and(|n| *n > 0)
+    FI_RULE_COUNT.get(0).is_some_and(|n| *n > 0) && faults_hold()
+}
+
+/// The dead-man switch, now: whether the daemon's heartbeat is fresh.
+#[inline(always)]
+fn faults_hold() -> bool {
+    // SAFETY: no arguments.
+    daemon_alive(unsafe { bpf_ktime_get_ns() })
 }
 
 /// Whether the flow's owner cgroup, or one of its ancestors, is a watch target.
@@ -532,7 +542,10 @@ fn on_response_bytes(
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
         return TCX_NEXT;
     };
-    if flow.fault_state & FAULT_LOSE_RESPONSE != 0 && flow.lose_index == flow.next_response {
+    if flow.fault_state & FAULT_LOSE_RESPONSE != 0
+        && flow.lose_index == flow.next_response
+        && faults_hold()
+    {
         // SAFETY: a pointer from a successful lookup, valid during this invocation.
         let scratch = unsafe { &mut *scratch };
         // Its response would start here: the client gets a reset instead.

@@ -11,7 +11,7 @@ use fi_common::{
     http::{
         CaptureConfig, RequestFollowers, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN,
     },
-    rule::{AbortResponse, MAX_RULES, Rule, RuleStats},
+    rule::{AbortResponse, MAX_RULES, Rule, RuleStats, heartbeat_fresh},
 };
 
 #[map(name = "FI_COUNTERS")]
@@ -37,6 +37,19 @@ pub static FI_RULE_STATS: HashMap<u32, RuleStats> = HashMap::with_max_entries(MA
 
 #[map(name = "FI_RESPONSES")]
 pub static FI_RESPONSES: Array<AbortResponse> = Array::with_max_entries(MAX_RULES, 0);
+
+/// fi_common::rule::HEARTBEAT_MAP.
+#[map(name = "FI_HEARTBEAT")]
+pub static FI_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The dead-man switch: whether the daemon's heartbeat is fresh at `now`. Faults act only
+/// while it is; rules and flow fault states of a dead or hung daemon are ignored.
+#[inline(always)]
+pub fn daemon_alive(now: u64) -> bool {
+    FI_HEARTBEAT
+        .get(0)
+        .is_some_and(|beat| heartbeat_fresh(*beat, now))
+}
 
 #[map(name = "FI_INJECTOR")]
 pub static FI_INJECTOR: Array<u32> = Array::with_max_entries(1, 0);

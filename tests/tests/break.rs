@@ -736,3 +736,53 @@ fn blackholed_keep_alive_connections_are_ended_at_once_and_the_request_never_arr
         "only the three first requests, 30 s later"
     );
 }
+
+/// The dead-man switch: a daemon that hangs (SIGSTOP) stops injecting within its
+/// heartbeat bound (1 s), and injects again once it runs.
+#[test]
+fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--path",
+        "/hang",
+    ]);
+    let get = || {
+        Client::Curl
+            .get(&s.a, &s.url("/hang"), Duration::from_secs(3))
+            .0
+    };
+    assert_eq!(get(), Seen::Status(503), "the rule is in effect");
+    let pid = libc::pid_t::try_from(s.daemon.pid()).expect("pid");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    let released = loop {
+        match get() {
+            Seen::Status(200) => break stopped.elapsed(),
+            Seen::Status(503) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "faults outlived the heartbeat"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("hung daemon: faults stopped {released:?} after it stopped");
+    assert!(released <= Duration::from_millis(1300), "{released:?}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let resumed = Instant::now();
+    while get() != Seen::Status(503) {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(1),
+            "faults did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         .with_delays(delays.clone()),
     );
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
-    tokio::spawn(expire_rules(Arc::clone(&daemon)));
+    tokio::spawn(pulse(Arc::clone(&daemon)));
     if !args.no_veths {
         let policy = VethPolicy {
             enabled: true,
@@ -297,10 +297,14 @@ fn args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-/// Moves expired rules out of the kernel. The kernel stops matching a rule at its expiry
-/// time by itself; this keeps the list and the maps tidy.
-async fn expire_rules(daemon: Arc<Daemon>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+/// The daemon's pulse, every 100 ms: moves expired rules out of the kernel (the kernel
+/// stops matching a rule at its expiry time by itself; this keeps the list and the maps
+/// tidy, and ends what the rule still holds), then beats the dead-man switch. Both take
+/// the locks every control call takes, so a daemon stuck on one stops beating, and its
+/// programs stop injecting within a second.
+async fn pulse(daemon: Arc<Daemon>) {
+    let interval = std::time::Duration::from_nanos(fi_common::rule::HEARTBEAT_INTERVAL_NS);
+    let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
         let expired = {
@@ -309,6 +313,14 @@ async fn expire_rules(daemon: Arc<Daemon>) {
             };
             rules.expire()
         };
+        match daemon.dataplane.lock() {
+            Ok(mut dataplane) => {
+                if let Err(err) = dataplane.beat() {
+                    warn!(%err, "the heartbeat failed: faults stop within a second");
+                }
+            }
+            Err(_) => return,
+        }
         match expired {
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => {

@@ -58,6 +58,8 @@ fn per_packet(dp: &mut DataPlane, frame: &[u8], track: Option<u64>, n: usize) ->
     let mut out = vec![0u8; frame.len() + 512];
     (0..n)
         .map(|_| {
+            // As the daemon does: rules act only while its heartbeat is fresh.
+            dp.beat().expect("heartbeat");
             if let Some(cgroup) = track {
                 dp.track_flow(key, cgroup).expect("tracking the flow");
             }
