@@ -124,6 +124,10 @@ pub struct ExploreConfig {
     pub run_timeout_ms: u64,
     /// Set for a replay: the exploration and execution it replays.
     pub replay_of: Option<(i64, u32)>,
+    /// Whether the test's own requests are faulted too (absent in stores written before
+    /// the option existed, when they always were).
+    #[serde(default)]
+    pub test_requests: bool,
 }
 
 /// One exploration as listed.
@@ -413,6 +417,7 @@ mod tests {
             max_executions: 100,
             run_timeout_ms: 1000,
             replay_of: None,
+            test_requests: false,
         }
     }
 

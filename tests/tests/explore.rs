@@ -194,7 +194,6 @@ fn check_shop_findings(shop: &Example, report: &Value, faults: &[&str]) {
     assert_eq!(report["status"], "finished", "{report:#}");
     let executions = report["executions"].as_array().expect("executions");
     assert_eq!(executions[0]["outcome"]["kind"], "passed", "reference run");
-    let frontend = shop.service("frontend").url();
     let payments = shop.service("payments").url();
     let inventory = shop.service("inventory").url();
     let warehouse = shop.service("warehouse").url();
@@ -207,9 +206,15 @@ fn check_shop_findings(shop: &Example, report: &Value, faults: &[&str]) {
         .cloned()
         .collect();
     let key = |s: &str, e: &str, d: &String| (s.to_owned(), e.to_owned(), d.clone(), 0);
+    // The test's own requests (to frontend and payments) are seen, never faulted: a fault
+    // on them would only say that the test notices errors it caused.
+    assert!(
+        executions.iter().all(|e| e["plan"]
+            .as_array()
+            .is_none_or(|p| p.iter().all(|f| f["site"]["source"] != "test"))),
+        "a fault on the test's own request was tried"
+    );
     let expected: BTreeMap<(String, String, String, u64), Vec<String>> = [
-        (key("test", "POST /checkout", &frontend), vec![]),
-        (key("test", "GET /processed", &payments), vec![]),
         (key("frontend", "GET /recs", &recommend), vec![]),
         (
             key("frontend", "GET /stock/{id}", &inventory),
@@ -340,9 +345,18 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         }
     }
 
+    // Asked for, faults on the test's own request are explored too (checked below).
+    let with_test = explore(
+        &daemon,
+        &deep,
+        &deep.deep_test(),
+        &["--faults", "reset", "--include-test-requests"],
+    );
+
     // The HTML report, rendered by a real browser: the call graph is drawn with red
-    // (broke the test) and green (survived) edges.
+    // (broke the test: here the test's own call) and green (survived) edges.
     let id = reduced["id"].as_i64().expect("id").to_string();
+    let shown = with_test["id"].as_i64().expect("id").to_string();
     let dir = std::env::temp_dir().join(format!("fi-test-{}-html", lab.id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let html = dir.join("report.html");
@@ -352,7 +366,7 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         &[
             "explore",
             "show",
-            &id,
+            &shown,
             "--format",
             "html",
             "--output",
@@ -370,13 +384,19 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
     );
     std::fs::remove_dir_all(&dir).expect("removing the temp dir");
 
-    // A fault on the test's own request replays in the replay's own test cgroup (the
-    // original one is gone): the fault is injected again and breaks the test again.
-    let own = failing_plans(&reduced)
+    // One fault on the test's own request replays in the replay's own test cgroup (the original one is gone): the fault is injected
+    // again and breaks the test again.
+    let own = failing_plans(&with_test)
         .into_iter()
         .find(|p| p.contains(" on test → "))
         .expect("a fault on the test's own request broke it");
-    let own_replay = reduced["summary"]["failures"]
+    assert!(
+        !failing_plans(&reduced)
+            .iter()
+            .any(|p| p.contains(" on test → ")),
+        "by default the test's own requests are not faulted"
+    );
+    let own_replay = with_test["summary"]["failures"]
         .as_array()
         .expect("failures")
         .iter()
@@ -431,7 +451,13 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         diff["fixed"].as_array().is_some_and(Vec::is_empty),
         "{diff:#}"
     );
-    assert!(!diff["still_failing"].as_array().expect("still").is_empty());
+    // The plans that faulted the cache could not run again: the cache is never called.
+    assert!(
+        diff["not_run"].as_array().is_some_and(|n| !n.is_empty()
+            && n.iter()
+                .all(|p| p["plan"].as_str().is_some_and(|p| p.contains("/cache")))),
+        "{diff:#}"
+    );
 
     // A replay that cannot be done (a container of the plan is gone) says so, with its
     // own exit status, never as a reproduced failure (1).

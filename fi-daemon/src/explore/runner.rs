@@ -364,6 +364,7 @@ impl Run {
             faults: self.config.faults.clone(),
             reduction: self.config.reduction,
             max_executions: self.config.max_executions,
+            test_requests: self.config.test_requests,
         });
         let mut number = 0u32;
         while let Some(next) = search.next_step() {

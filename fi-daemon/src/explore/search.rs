@@ -29,6 +29,8 @@ pub struct SearchConfig {
     pub reduction: bool,
     /// Executions to run at most, the reference run included.
     pub max_executions: u32,
+    /// Whether the test's own calls (source [`TEST_SOURCE`]) get faults too.
+    pub test_requests: bool,
 }
 
 /// The next step.
@@ -175,6 +177,7 @@ impl Search {
 
     fn schedule<'a>(&mut self, plan: &Plan, sites: impl Iterator<Item = &'a CallSite>) {
         let mut fresh = Vec::new();
+        let sites = sites.filter(|s| self.config.test_requests || s.source != TEST_SOURCE);
         for site in sites {
             for fault in &self.config.faults {
                 let candidate = plan.with(PlannedFault {

@@ -147,6 +147,7 @@ fn config(req: &api::StartExplorationRequest) -> Result<ExploreConfig, Status> {
         },
         run_timeout_ms: run_timeout.as_millis() as u64,
         replay_of: None,
+        test_requests: req.include_test_requests,
     })
 }
 

@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Run every plan, even those equivalent to one already run (docs/EXPLORE.md).
     #[arg(long)]
     no_reduction: bool,
+    /// Also fault the test command's own requests (by default they are seen, not
+    /// faulted: a fault on the test's own call is nearly always a false alarm).
+    #[arg(long)]
+    include_test_requests: bool,
     /// Also write the HTML report here when the exploration ends.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -303,6 +307,7 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 reset_command: a.reset.clone().unwrap_or_default(),
                 working_dir: cwd.display().to_string(),
                 no_reduction: a.no_reduction,
+                include_test_requests: a.include_test_requests,
                 max_executions: a.max_executions,
                 run_timeout: prost_types::Duration::try_from(a.run_timeout).ok(),
             };

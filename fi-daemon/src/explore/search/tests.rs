@@ -133,10 +133,21 @@ struct Summary {
 }
 
 fn explore(system: &System, faults: &[FaultSpec], reduction: bool, max: u32) -> Summary {
+    explore_with(system, faults, reduction, max, true)
+}
+
+fn explore_with(
+    system: &System,
+    faults: &[FaultSpec],
+    reduction: bool,
+    max: u32,
+    test_requests: bool,
+) -> Summary {
     let mut search = Search::new(SearchConfig {
         faults: faults.to_vec(),
         reduction,
         max_executions: max,
+        test_requests,
     });
     let mut summary = Summary {
         runs: 0,
@@ -293,6 +304,7 @@ fn max_executions_stops_the_search() {
         faults: TWO.to_vec(),
         reduction: false,
         max_executions: 3,
+        test_requests: true,
     });
     let system = System {
         trusts_direct_503: true,
@@ -317,6 +329,7 @@ fn a_post_repeated_after_a_lost_response_is_noted() {
         faults: vec![FaultSpec::ResponseLost],
         reduction: true,
         max_executions: 10,
+        test_requests: true,
     });
     let reference_call = SiteCall {
         site: charge.clone(),
@@ -368,4 +381,21 @@ fn fault_sets_parse_and_reject_nonsense() {
     for f in set {
         assert_eq!(FaultSpec::parse(&f.to_string()).unwrap(), f);
     }
+}
+
+#[test]
+fn the_tests_own_calls_are_left_alone_unless_asked() {
+    let system = System {
+        trusts_direct_503: true,
+    };
+    let touches_test = |s: &Summary| s.order.iter().any(|p| p.faults_site(&gw()));
+    let without = explore_with(&system, &TWO, false, 500, false);
+    assert!(!touches_test(&without), "{:?}", without.order);
+    assert!(
+        without.runs > 1,
+        "the calls behind the entry point are explored"
+    );
+    let with = explore_with(&system, &TWO, false, 500, true);
+    assert!(touches_test(&with));
+    assert_eq!(with.runs, without.runs + TWO.len() as u32);
 }
