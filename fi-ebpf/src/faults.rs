@@ -4,7 +4,7 @@ use core::{arch::asm, ffi::c_void};
 
 use aya_ebpf::{
     bindings::tcx_action_base::{TCX_DROP, TCX_NEXT},
-    helpers::{bpf_get_prandom_u32, bpf_loop},
+    helpers::{bpf_get_prandom_u32, bpf_loop, bpf_redirect},
     programs::TcContext,
 };
 use fi_common::{
@@ -15,7 +15,10 @@ use fi_common::{
 };
 
 use crate::{
-    maps::{FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump, daemon_alive},
+    maps::{
+        FI_INJECTOR, FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump,
+        daemon_alive,
+    },
     packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN},
     reply::{Answer, back_flags, finish, rewrite, send_back, turn_around},
 };
@@ -162,6 +165,21 @@ pub fn on_syn(
     ))
 }
 
+/// Takes the packet out of the path as a network would lose it: redirected to the
+/// daemon's injector, which discards it. A plain drop at an egress hook (lo) is reported
+/// to the sending TCP as a local failure, which then retries every 500 ms and gives up
+/// with ETIMEDOUT after about 8 s, where a real lost packet leaves the client's own
+/// timeout to fire.
+#[inline(always)]
+pub fn vanish() -> i32 {
+    let injector = FI_INJECTOR.get(0).copied().unwrap_or(0);
+    if injector == 0 {
+        return TCX_DROP;
+    }
+    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    unsafe { bpf_redirect(injector, 0) as i32 }
+}
+
 /// What happened to a request a rule chose.
 pub struct Injected {
     pub rule_id: u32,
@@ -204,7 +222,7 @@ pub fn on_request(
     let verdict = match fault {
         Fault::Blackhole => {
             flow.fault_state |= FAULT_DROP_CLIENT;
-            TCX_DROP
+            vanish()
         }
         Fault::Reset => {
             flow.fault_state |= FAULT_DROP_CLIENT;

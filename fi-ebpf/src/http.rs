@@ -4,11 +4,8 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{
-        BPF_RB_FORCE_WAKEUP,
-        tcx_action_base::{TCX_DROP, TCX_NEXT},
-    },
-    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_redirect, bpf_skb_load_bytes},
+    bindings::{BPF_RB_FORCE_WAKEUP, tcx_action_base::TCX_NEXT},
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use fi_common::{
@@ -32,9 +29,8 @@ use fi_common::{
 use crate::{
     faults,
     maps::{
-        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_INJECTOR, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH,
-        FI_TARGETS, JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump,
-        daemon_alive,
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS,
+        JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump, daemon_alive,
     },
     packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
 };
@@ -79,12 +75,12 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
                     return TCX_NEXT;
                 }
                 bump(Counter::FaultDrops, 1);
-                return TCX_DROP;
+                return faults::vanish();
             }
             if seq_before(segment.seq, flow.hold_end) {
                 // A retransmission of the held request: the original goes in later.
                 bump(Counter::FaultDrops, 1);
-                return TCX_DROP;
+                return faults::vanish();
             }
         }
         if segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN && rules_loaded() {
@@ -121,7 +117,7 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         }
         if flow.fault_state & FAULT_DROP_SERVER != 0 && faults_hold() {
             bump(Counter::FaultDrops, 1);
-            return TCX_DROP;
+            return faults::vanish();
         }
         if segment.payload_len > 0 && flow.next_response != flow.next_request {
             return on_response_bytes(ctx, flow, &segment, key, ifindex);
@@ -483,12 +479,7 @@ fn hold(
     flow.fault_state |= FAULT_HOLDING;
     flow.hold_end = segment.seq.wrapping_add(segment.payload_len);
     // Out of the path, reported as sent (see INJECTOR_MAP): the injector discards it.
-    let injector = FI_INJECTOR.get(0).copied().unwrap_or(0);
-    if injector == 0 {
-        return TCX_DROP;
-    }
-    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
-    unsafe { bpf_redirect(injector, 0) as i32 }
+    faults::vanish()
 }
 
 #[inline(always)]

@@ -786,3 +786,105 @@ fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// On lo a timeout is a blackhole too: the client's own read timeout fires, not the
+/// kernel's ETIMEDOUT after some 8 s of local send failures (a dropped packet at an egress
+/// hook is reported to the sender; one taken out of the path is not).
+#[test]
+fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+    let lab = Lab::new();
+    let daemon = Daemon::start(lab.id(), &["lo"], lab.cgroup());
+    // A host process (lo) in a cgroup of the lab: the rule's container.
+    let cgroup = lab.cgroup().join("host-client");
+    std::fs::create_dir(&cgroup).expect("creating the client's cgroup");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let server = Guard(
+        std::process::Command::new("python3")
+            .arg(fixture("http_server.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let container = format!(
+        "/{}/host-client",
+        lab.cgroup().file_name().expect("name").to_string_lossy()
+    );
+    let (ok, _, err) = daemon.fictl(&[
+        "rules",
+        "add",
+        "--fault",
+        "timeout",
+        "--container",
+        &container,
+        "--path",
+        "/lo",
+    ]);
+    assert!(ok, "{err}");
+    let script = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s.settimeout(10)\n\
+         s.sendall(b'GET /lo HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         t = time.monotonic()\n\
+         try:\n    s.recv(100)\n    print('answered', time.monotonic() - t)\n\
+         except socket.timeout:\n    print('timeout', time.monotonic() - t)\n\
+         except OSError as e:\n    print('error', e.errno, time.monotonic() - t)\n"
+    );
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .expect("cgroup.procs");
+    let mut client = std::process::Command::new("python3");
+    client.args(["-c", &script]);
+    // SAFETY: one write(2) of a static buffer to a descriptor opened before fork.
+    unsafe {
+        client.pre_exec(move || {
+            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = client.output().expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("lo timeout: the client saw `{}`", said.trim());
+    let (what, after) = said.trim().rsplit_once(' ').expect("an outcome");
+    assert_eq!(
+        what,
+        "timeout",
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(after.parse::<f64>().is_ok_and(|s| s >= 9.9), "{said}");
+    // The server never saw it (asked from outside the lab's cgroup, so not faulted).
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /__count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    assert_eq!(
+        answer.split("\r\n\r\n").nth(1).map(str::trim),
+        Some("0"),
+        "{answer}"
+    );
+    drop(server);
+    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::remove_dir(&cgroup).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
