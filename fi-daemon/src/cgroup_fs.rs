@@ -1,17 +1,24 @@
 //! Finding the cgroup v2 hierarchy and resolving user-given cgroup paths inside it.
 //!
 //! The mount point differs between systems (/sys/fs/cgroup on unified systems,
-//! /sys/fs/cgroup/unified on hybrid ones), so it is read from /proc/mounts.
+//! /sys/fs/cgroup/unified on hybrid ones), so it is read from the mount table; only a
+//! mount of the hierarchy's root is the machine's own.
 
 use std::path::{Component, Path, PathBuf};
 
 /// Errors about cgroup paths.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup2 filesystem is mounted (looked in /proc/mounts)")]
+    #[error("no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo)")]
     NoCgroup2Mount,
-    #[error("reading /proc/mounts: {0}")]
+    #[error("reading the mount table: {0}")]
     Mounts(#[source] std::io::Error),
+    #[error(
+        "the only cgroup2 mount here, {mount:?}, shows the subtree {root:?} of a hierarchy, not \
+         the machine's own: a daemon started with `ip netns exec` sees a remounted /sys; start \
+         it in a network namespace with `nsenter --net=/run/netns/NAME fi-daemon ...` instead"
+    )]
+    ForeignCgroup2 { mount: PathBuf, root: String },
     #[error("cgroup {path:?} does not exist under the cgroup2 mount {mount:?}")]
     NotFound { path: PathBuf, mount: PathBuf },
     #[error("cgroup path {0:?} must not contain '..'")]
@@ -57,10 +64,40 @@ fn unescape_mount_path(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The machine's own cgroup2 mount in a /proc/self/mountinfo text: one whose root is the
+/// hierarchy's root. A bind mount of a subtree (someone else's cgroup, seen from a
+/// namespace) would attach sock_ops to the wrong place and name every cgroup wrongly.
+pub fn own_cgroup2_mount_in(mountinfo: &str) -> Result<PathBuf, CgroupError> {
+    let mut foreign = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(root), Some(mount), Some(fstype)) =
+            (fields.get(3), fields.get(4), fields.get(dash + 1))
+        else {
+            continue;
+        };
+        if *fstype != "cgroup2" {
+            continue;
+        }
+        let mount = PathBuf::from(unescape_mount_path(mount));
+        if *root == "/" {
+            return Ok(mount);
+        }
+        foreign.get_or_insert(CgroupError::ForeignCgroup2 {
+            mount,
+            root: unescape_mount_path(root),
+        });
+    }
+    Err(foreign.unwrap_or(CgroupError::NoCgroup2Mount))
+}
+
 /// The cgroup2 mount point of this machine.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(CgroupError::Mounts)?;
-    cgroup2_mount_in(&mounts).ok_or(CgroupError::NoCgroup2Mount)
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mounts)?;
+    own_cgroup2_mount_in(&mountinfo)
 }
 
 /// Resolves a cgroup given as an absolute directory under `mount`, or as a path relative to
@@ -104,6 +141,24 @@ pub fn resolve(given: &Path) -> Result<PathBuf, CgroupError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_the_machines_own_cgroup2_mount_is_taken() {
+        let own = "30 1 0:26 / /sys/fs/cgroup/unified rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
+        let bind = "41 30 0:26 /system.slice/box.scope /run/box/cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            own_cgroup2_mount_in(&format!("{bind}{own}")).unwrap(),
+            PathBuf::from("/sys/fs/cgroup/unified")
+        );
+        let err = own_cgroup2_mount_in(bind).unwrap_err().to_string();
+        assert!(err.contains("nsenter --net="), "{err}");
+        assert!(err.contains("/system.slice/box.scope"), "{err}");
+        assert!(matches!(
+            own_cgroup2_mount_in("22 1 0:5 / /proc rw - proc proc rw\n"),
+            Err(CgroupError::NoCgroup2Mount)
+        ));
+    }
+
     use super::*;
 
     #[test]

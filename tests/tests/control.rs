@@ -1241,3 +1241,36 @@ fn listings_show_every_gate_and_expired_rules_live_on_for_a_bounded_while() {
         "{ids:?}"
     );
 }
+
+/// A daemon that sees only someone else's cgroup2 subtree (a bind mount, as under
+/// `ip netns exec` on some machines) refuses to start, and says how to start it instead.
+#[test]
+fn a_daemon_that_sees_only_a_bind_mounted_cgroup_subtree_refuses_to_start() {
+    let lab = Lab::new();
+    let mount = fi_tests::net::cgroup2_mount();
+    let view = std::env::temp_dir().join(format!("fi-test-{}-cgview", lab.id()));
+    std::fs::create_dir_all(&view).expect("a mount point");
+    let socket = std::env::temp_dir().join(format!("fi-test-{}-foreign.sock", lab.id()));
+    // In a mount namespace of its own: the real hierarchy goes, a subtree stays.
+    let script = format!(
+        "mount --bind {lab_cgroup} {view} && umount -l {mount} && exec {daemon} \
+         --no-veths --iface= --cgroup / --socket {socket}",
+        lab_cgroup = lab.cgroup().display(),
+        view = view.display(),
+        mount = mount.display(),
+        daemon = fi_tests::process::bin_path("fi-daemon").display(),
+        socket = socket.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir(&view);
+    assert!(!out.status.success(), "it started:\n{stderr}");
+    assert!(
+        stderr.contains("not the machine's own") && stderr.contains("nsenter --net="),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("attached"), "{stderr}");
+}

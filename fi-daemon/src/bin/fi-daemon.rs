@@ -137,8 +137,10 @@ async fn main() -> anyhow::Result<()> {
                 "--capture-header: {e:?} (at most 4 header names of 1 to 32 token characters)"
             )
         })?;
-    // The socket first: a second daemon on a busy socket must refuse before it loads or
-    // attaches anything.
+    // The cgroup2 hierarchy and the socket first: a foreign mount or a busy socket must be
+    // refused before anything is loaded or attached.
+    let mount = cgroup_fs::cgroup2_mount()?;
+    let cgroup = cgroup_fs::resolve_in(&mount, &args.cgroup)?;
     let listener = if args.check {
         None
     } else {
@@ -150,8 +152,6 @@ async fn main() -> anyhow::Result<()> {
         dataplane.attach_interface(iface)?;
         info!(interface = %iface, "attached TC egress and ingress");
     }
-    let mount = cgroup_fs::cgroup2_mount()?;
-    let cgroup = cgroup_fs::resolve_in(&mount, &args.cgroup)?;
     dataplane.attach_cgroup(&cgroup)?;
     info!(cgroup = %cgroup.display(), "attached sock_ops");
     if args.check {

@@ -30,9 +30,9 @@ pub fn target_error(err: TargetError) -> Status {
             CgroupError::Escapes(_)
             | CgroupError::OutsideMount { .. }
             | CgroupError::AmbiguousContainer { .. } => Status::invalid_argument(message),
-            CgroupError::NoCgroup2Mount | CgroupError::Mounts(_) => {
-                Status::failed_precondition(message)
-            }
+            CgroupError::NoCgroup2Mount
+            | CgroupError::Mounts(_)
+            | CgroupError::ForeignCgroup2 { .. } => Status::failed_precondition(message),
         },
         TargetError::NotFound(_) => Status::not_found(message),
         TargetError::TooMany => Status::resource_exhausted(message),
