@@ -19,7 +19,7 @@ use crate::{
         FI_INJECTOR, FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, Scratch, bump,
         daemon_alive,
     },
-    packet::{Segment, TCP_ACK, TCP_PSH, TCP_RST, TCP_SYN},
+    packet::{Segment, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
     reply::{Answer, back_flags, finish, rewrite, send_back, turn_around},
 };
 
@@ -241,7 +241,9 @@ pub fn on_request(
             let answer = Answer {
                 seq: seg.ack,
                 ack: seg.seq.wrapping_add(seg.payload_len),
-                flags: TCP_PSH | TCP_ACK,
+                // The response says `connection: close`, and closes: a client that
+                // reads to the end of the connection gets its end at once.
+                flags: TCP_PSH | TCP_ACK | TCP_FIN,
                 payload_len: response.len,
             };
             answer_client(

@@ -24,6 +24,7 @@ pub struct Segment {
     pub l4_offset: u32,
 }
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;

@@ -888,3 +888,39 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// An abort answers `connection: close` and closes: a client that reads to the end of the
+/// connection (as HTTP/1.0-style clients do) has its whole answer at once, not at its own
+/// timeout.
+#[test]
+fn an_abort_closes_the_connection_so_a_read_to_eof_client_is_not_left_waiting() {
+    let s = Scene::new();
+    let a_cgroup = s.cgroup(&s.a);
+    s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--path",
+        "/eof",
+    ]);
+    let script = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('{}', {PORT}))\n\
+         s.settimeout(5)\n\
+         t = time.monotonic()\n\
+         s.sendall(b'GET /eof HTTP/1.1\\r\\nHost: b\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         data = b''\n\
+         try:\n    while True:\n        chunk = s.recv(4096)\n        if not chunk:\n            break\n        data += chunk\n    print('eof', data.split(b' ')[1].decode(), time.monotonic() - t)\n\
+         except OSError as e:\n    print('error', type(e).__name__, time.monotonic() - t)\n",
+        s.b.ipv4
+    );
+    let out = s.a.run("python3", &["-c", &script]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("read to EOF under abort: {}", said.trim());
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(fields.first().copied(), Some("eof"), "{said}");
+    assert_eq!(fields.get(1).copied(), Some("503"), "{said}");
+    let seconds: f64 = fields.get(2).and_then(|t| t.parse().ok()).expect("a time");
+    assert!(seconds < 0.5, "the client waited {seconds} s for the end");
+}

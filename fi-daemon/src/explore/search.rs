@@ -22,6 +22,12 @@ use super::model::{
     CallSite, FaultSpec, Outcome, Plan, PlannedFault, Pruned, Response, SiteCall, TEST_SOURCE,
 };
 
+/// Above this latency (µs), an answer that took `usual` in the reference run is in
+/// another timing class: twice as slow and 100 ms more.
+fn slow_after(usual: u64) -> u64 {
+    usual.saturating_mul(2).saturating_add(100_000)
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchConfig {
@@ -65,6 +71,8 @@ pub struct Search {
     /// Executed plans: their number and outcome.
     results: HashMap<Plan, (u32, Outcome)>,
     reference: HashMap<CallSite, Response>,
+    /// How long each call of the reference run took (µs): its timing class.
+    reference_latency: HashMap<CallSite, u64>,
     learned: Vec<Equivalence>,
     /// Learned equivalences found wrong (both forms run, different outcomes).
     violated: HashSet<usize>,
@@ -81,6 +89,7 @@ impl Search {
             sites_of: HashMap::new(),
             results: HashMap::new(),
             reference: HashMap::new(),
+            reference_latency: HashMap::new(),
             learned: Vec::new(),
             violated: HashSet::new(),
             runs: 0,
@@ -147,6 +156,8 @@ impl Search {
         if plan.is_reference() {
             for call in calls {
                 self.reference.insert(call.site.clone(), call.response);
+                self.reference_latency
+                    .insert(call.site.clone(), call.latency_us);
             }
             self.schedule(plan, calls.iter().map(|c| &c.site));
         } else {
@@ -215,9 +226,20 @@ impl Search {
             if plan.faults_site(parent) || parent.source == TEST_SOURCE {
                 continue;
             }
-            let Some(answer) = calls.iter().find(|c| &c.site == parent).map(|c| c.response) else {
+            let Some(call) = calls.iter().find(|c| &c.site == parent) else {
                 continue;
             };
+            let answer = call.response;
+            // The timing class: an abort on P answers at once. An answer that came only
+            // after a wait (a timeout or a delay below P, or just much slower than in the
+            // reference) is not the same to P's caller, whose own deadline may run out.
+            let waited_below = faults
+                .iter()
+                .any(|f| matches!(f.fault, FaultSpec::Timeout | FaultSpec::Delay { .. }));
+            let usual = self.reference_latency.get(parent).copied().unwrap_or(0);
+            if waited_below || call.latency_us > slow_after(usual) {
+                continue;
+            }
             let Response::Status { status } = answer else {
                 continue;
             };

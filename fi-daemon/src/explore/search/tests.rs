@@ -399,3 +399,50 @@ fn the_tests_own_calls_are_left_alone_unless_asked() {
     assert!(touches_test(&with));
     assert_eq!(with.runs, without.runs + TWO.len() as u32);
 }
+
+#[test]
+fn an_answer_after_a_wait_is_not_taken_as_an_immediate_abort() {
+    let mut search = Search::new(SearchConfig {
+        faults: vec![FaultSpec::Timeout, FaultSpec::Abort { status: 503 }],
+        reduction: true,
+        max_executions: 100,
+        test_requests: true,
+    });
+    let call = |site: CallSite, parent: Option<CallSite>, status: u16, latency_us: u64| SiteCall {
+        injected: None,
+        site,
+        raw_path: String::new(),
+        response: Response::Status { status },
+        latency_us,
+        parent,
+    };
+    let reference = Plan::new(Vec::new());
+    let calls = [
+        call(gw(), None, 200, 1_000),
+        call(orders(), Some(gw()), 200, 1_000),
+        call(stock(0), Some(orders()), 200, 500),
+    ];
+    let _ = search.next_step();
+    search.record(&reference, 0, &Outcome::Passed, &calls);
+    // A timeout on stock: orders answers 503, but only after its own 5 s deadline.
+    let timeout_on_stock = Plan::new(vec![PlannedFault {
+        site: stock(0),
+        fault: FaultSpec::Timeout,
+    }]);
+    let calls = [
+        call(gw(), None, 503, 5_002_000),
+        call(orders(), Some(gw()), 503, 5_001_000),
+        call(stock(0), Some(orders()), 0, 0),
+    ];
+    let notes = search.record(
+        &timeout_on_stock,
+        1,
+        &Outcome::Failed { exit_code: 1 },
+        &calls,
+    );
+    assert!(
+        !notes.iter().any(|n| n.contains("the same as")),
+        "a 503 after a wait was taken as abort503: {notes:?}"
+    );
+    assert!(search.learned.is_empty());
+}
