@@ -211,6 +211,12 @@ impl RequestLog {
         if request.fault.is_some() {
             let _ = self.injected.send(Arc::new(request.clone()));
         }
+        // A reset or a timeout ends the request at once, with its fault as its outcome:
+        // no answer will come (a blackholed connection can linger for minutes).
+        if matches!(request.fault, Some((_, Fault::Reset | Fault::Blackhole))) {
+            self.complete(request);
+            return;
+        }
         let key = (e.header.cookie, e.index);
         self.pending.insert(key, request);
         self.pending_order.push_back(key);

@@ -26,6 +26,16 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Whether the server got the request at all: a reset, a timeout or an abort is done
+    /// by the kernel on the caller's side, so the server never served it, and it can be
+    /// nobody's parent.
+    fn reached_server(&self) -> bool {
+        !matches!(
+            self.injected,
+            Some(FaultSpec::Reset | FaultSpec::Timeout | FaultSpec::Abort { .. })
+        )
+    }
+
     /// When the caller stopped waiting; without a response, the end of the execution.
     fn end_ns(&self) -> u64 {
         match self.response {
@@ -46,7 +56,8 @@ impl Seen {
 ///
 /// The parent of a request R from service S is the latest request that started before R,
 /// was still waiting for its response when R started, and was sent to S's address (the
-/// request S was serving). When both carry a traceparent, they must share the trace id:
+/// request S was serving), and that the server got (a request that fi reset, blackholed or
+/// aborted never reached it). When both carry a traceparent, they must share the trace id:
 /// that tells concurrent inbound requests apart. On loopback every service has the same
 /// address, so without traceparent the link may be wrong there (docs/EXPLORE.md).
 pub fn call_sites(mut seen: Vec<Seen>) -> Vec<SiteCall> {
@@ -84,6 +95,7 @@ pub fn call_sites(mut seen: Vec<Seen>) -> Vec<SiteCall> {
                 .find(|&j| {
                     let p = &seen[j];
                     p.server.ip() == s.client.ip()
+                        && p.reached_server()
                         && p.source != s.source
                         && p.start_ns <= s.start_ns
                         && s.start_ns <= p.end_ns()
@@ -195,6 +207,23 @@ mod tests {
         outer.latency_us = 0;
         let inner = seen(9_000_000_000, "a", "10.0.0.2:7", "10.0.0.3:80", "/x");
         let calls = call_sites(vec![outer, inner]);
+        assert!(calls[1].parent.is_some());
+    }
+
+    #[test]
+    fn a_request_fi_stopped_on_its_way_is_nobodys_parent() {
+        // On loopback every service has the same address: a's request is blackholed; b's
+        // later request must not be taken for one made while serving it.
+        let mut blackholed = seen(100, "a", "127.0.0.1:40000", "127.0.0.1:8081", "/x");
+        blackholed.injected = Some(FaultSpec::Timeout);
+        blackholed.response = Response::None;
+        blackholed.latency_us = 0;
+        let later = seen(200, "b", "127.0.0.1:40001", "127.0.0.1:8082", "/y");
+        let calls = call_sites(vec![blackholed.clone(), later.clone()]);
+        assert_eq!(calls[1].parent, None);
+        // Had it reached its server, it would be the parent.
+        blackholed.injected = None;
+        let calls = call_sites(vec![blackholed, later]);
         assert!(calls[1].parent.is_some());
     }
 }
