@@ -13,6 +13,7 @@ pub mod ebpf_object;
 pub mod events;
 pub mod explore;
 pub mod graph;
+pub mod heartbeat;
 pub mod instance;
 pub mod interfaces;
 pub mod links;

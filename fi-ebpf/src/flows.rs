@@ -142,6 +142,13 @@ fn on_close(ctx: &SockOpsContext) {
     };
     // SAFETY: a pointer from a successful lookup, valid during this invocation.
     let flow = unsafe { &*flow };
+    // SAFETY: a helper without memory arguments; the context pointer is the program's own.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if flow.cookie != cookie {
+        // The same addresses and ports, but another connection (made after this one's
+        // port was free again): its flow is not ours to forget.
+        return;
+    }
     if flow.next_request != flow.next_response {
         // Requests that got no answer: tell the daemon they never will on this flow.
         let event = FlowClosedEvent {

@@ -105,9 +105,10 @@ fn apt(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         .filter(|p| !dpkg_installed(p))
         .collect();
     if !missing.is_empty() {
-        cmd::run(Command::new("apt-get").args(["update", "-qq"]))
+        println!("setup: apt-get install {}", missing.join(" "));
+        cmd::run_quiet(Command::new("apt-get").args(["update", "-qq"]))
             .context("apt-get update (setup needs root)")?;
-        cmd::run(
+        cmd::run_quiet(
             Command::new("apt-get")
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .args(["install", "-y", "-qq", "--no-install-recommends"])

@@ -16,6 +16,7 @@ use fi_daemon::{
     dataplane::DataPlane,
     delay::{self, Injector},
     explore::runner::Explorer,
+    heartbeat,
     interfaces::{self, VethPolicy},
     links, pump,
     requests::RequestLog,
@@ -231,7 +232,26 @@ async fn main() -> anyhow::Result<()> {
         .with_delays(delays.clone()),
     );
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
-    tokio::spawn(pulse(Arc::clone(&daemon)));
+    // The dead-man switch: beats while the core locks can be taken and the runtime runs.
+    let liveness = Arc::new(heartbeat::Liveness::default());
+    // Weak: the daemon (and with it every attachment) still goes when main drops it.
+    let beating = Arc::downgrade(&daemon);
+    heartbeat::start(Arc::clone(&liveness), move || {
+        let Some(beating) = beating.upgrade() else {
+            return;
+        };
+        let alive = beating.rules.lock().is_ok();
+        match beating.dataplane.lock() {
+            Ok(mut dataplane) if alive => {
+                if let Err(err) = dataplane.beat() {
+                    warn!(%err, "the heartbeat failed: faults stop within a second");
+                }
+            }
+            _ => {}
+        }
+    })
+    .context("starting the heartbeat thread")?;
+    tokio::spawn(pulse(Arc::clone(&daemon), liveness));
     if !args.no_veths {
         let policy = VethPolicy {
             enabled: true,
@@ -297,30 +317,22 @@ fn args() -> anyhow::Result<Args> {
     Ok(args)
 }
 
-/// The daemon's pulse, every 100 ms: moves expired rules out of the kernel (the kernel
-/// stops matching a rule at its expiry time by itself; this keeps the list and the maps
-/// tidy, and ends what the rule still holds), then beats the dead-man switch. Both take
-/// the locks every control call takes, so a daemon stuck on one stops beating, and its
-/// programs stop injecting within a second.
-async fn pulse(daemon: Arc<Daemon>) {
+/// The daemon's pulse, every 100 ms: tells the heartbeat that the runtime makes progress,
+/// and moves expired rules out of the kernel (the kernel stops matching a rule at its
+/// expiry time by itself; this keeps the list and the maps tidy, and ends what the rule
+/// still holds).
+async fn pulse(daemon: Arc<Daemon>, liveness: Arc<heartbeat::Liveness>) {
     let interval = std::time::Duration::from_nanos(fi_common::rule::HEARTBEAT_INTERVAL_NS);
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
+        liveness.tick();
         let expired = {
             let Ok(mut rules) = daemon.rules.lock() else {
                 return;
             };
             rules.expire()
         };
-        match daemon.dataplane.lock() {
-            Ok(mut dataplane) => {
-                if let Err(err) = dataplane.beat() {
-                    warn!(%err, "the heartbeat failed: faults stop within a second");
-                }
-            }
-            Err(_) => return,
-        }
         match expired {
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => {
