@@ -137,7 +137,7 @@ pub fn docs() -> anyhow::Result<()> {
 
 /// Exactly what CI does: `.ci/run` on a fresh clone of HEAD (committed work only), which
 /// runs README's commands in a pristine Debian root. Needs root and a few minutes.
-pub fn ci() -> anyhow::Result<()> {
+pub fn ci(newcomer: bool) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
     let clone = std::env::temp_dir().join(format!("fi-ci-clone-{}", std::process::id()));
     cmd::run(
@@ -146,7 +146,12 @@ pub fn ci() -> anyhow::Result<()> {
             .arg(&root)
             .arg(&clone),
     )?;
-    let result = cmd::run(Command::new("bash").arg(clone.join(".ci/run")));
+    let mut run = Command::new("bash");
+    run.arg(clone.join(".ci/run"));
+    if newcomer {
+        run.arg("--newcomer");
+    }
+    let result = cmd::run(&mut run);
     std::fs::remove_dir_all(&clone)?;
     result
 }
