@@ -10,8 +10,44 @@ use fi_daemon::{
     render,
 };
 
+// `println!` and `print!` for fictl's output: when the reader of stdout has gone
+// (`fictl rules ls | head -1`), fictl ends as other Unix tools do, by SIGPIPE, instead of
+// panicking. Only stdout does this: a write to the daemon's socket that fails is an error
+// like any other (SIGPIPE stays ignored for sockets, as Rust sets it up).
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), true) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), false) };
+}
+
 #[path = "fictl/explore.rs"]
 mod explore;
+
+/// Writes fictl's output; see `println!` above.
+fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // SAFETY: restoring a signal's default action and raising it on ourselves
+            // have no memory-safety conditions; the process ends here.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                libc::raise(libc::SIGPIPE);
+            }
+            std::process::exit(141);
+        }
+        Err(e) => {
+            eprintln!("fictl: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// Control fi-daemon: see and break HTTP requests of containers.
 #[derive(Debug, Parser)]
@@ -183,10 +219,6 @@ mod exit {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // `fictl rules ls | head -1`: end quietly when the reader goes away, as other Unix
-    // tools do, instead of panicking in println!.
-    // SAFETY: restoring a signal's default action has no memory-safety conditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Explore(cmd) => explore::run(&cli, cmd).await,
