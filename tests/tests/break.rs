@@ -798,6 +798,18 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
     // A host process (lo) in a cgroup of the lab: the rule's container.
     let cgroup = lab.cgroup().join("host-client");
     std::fs::create_dir(&cgroup).expect("creating the client's cgroup");
+    // Removed on drop, also when an assertion fails, before the lab (declared earlier).
+    struct RemoveCgroup(std::path::PathBuf);
+    impl Drop for RemoveCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let _remove = RemoveCgroup(cgroup.clone());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -882,11 +894,6 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
         "{answer}"
     );
     drop(server);
-    let _ = std::fs::write(cgroup.join("cgroup.kill"), "1");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::remove_dir(&cgroup).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// An abort answers `connection: close` and closes: a client that reads to the end of the
