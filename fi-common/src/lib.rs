@@ -9,6 +9,8 @@ pub mod counters;
 #[cfg(feature = "user")]
 pub mod csum;
 pub mod event;
+#[cfg(not(target_arch = "bpf"))]
+pub mod fault;
 pub mod flow;
 pub mod http;
 pub mod rule;

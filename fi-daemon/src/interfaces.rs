@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{links::LinkEvent, server::Daemon};
+use crate::{control::Control, links::LinkEvent};
 
 /// Which veths get the programs when they appear.
 #[derive(Debug, Clone)]
@@ -29,33 +29,24 @@ impl VethPolicy {
 
 /// Applies interface events until the channel closes.
 pub async fn follow(
-    daemon: Arc<Daemon>,
+    control: Arc<Control>,
     mut events: mpsc::UnboundedReceiver<LinkEvent>,
     policy: VethPolicy,
 ) {
     while let Some(event) = events.recv().await {
-        let Ok(mut dataplane) = daemon.dataplane.lock() else {
-            return;
-        };
         match event {
             LinkEvent::Present {
                 name, veth: true, ..
-            } if policy.wants(&name) => {
-                if dataplane.is_attached(&name) {
-                    continue;
+            } if policy.wants(&name) => match control.attach_interface(&name) {
+                Ok(true) => {
+                    info!(interface = %name, "attached TC egress and ingress to a new veth")
                 }
-                match dataplane.attach_interface(&name) {
-                    Ok(()) => {
-                        info!(interface = %name, "attached TC egress and ingress to a new veth")
-                    }
-                    // It may be gone already (a short-lived container): not fatal.
-                    Err(err) => warn!(interface = %name, %err, "could not attach to a new veth"),
-                }
-            }
+                Ok(false) => {}
+                // It may be gone already (a short-lived container): not fatal.
+                Err(err) => warn!(interface = %name, %err, "could not attach to a new veth"),
+            },
             LinkEvent::Gone { name, .. } => {
-                if dataplane.is_attached(&name) {
-                    // The kernel destroyed the links with the interface.
-                    dataplane.forget_interface(&name);
+                if let Ok(true) = control.forget_interface(&name) {
                     info!(interface = %name, "interface gone");
                 }
             }

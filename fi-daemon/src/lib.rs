@@ -1,12 +1,22 @@
-//! fi's daemon as a library: the data plane (eBPF programs and their attachments), the
-//! gRPC API, and a client for it. The binaries `fi-daemon` and `fictl` are thin shells.
+//! fi's daemon as a library. From the bottom up:
+//!
+//! - the kernel and the machine: `dataplane` (programs, maps, attachments), `ebpf_object`,
+//!   `cgroup_fs`, `links` (rtnetlink), `cut` (sock_diag), `instance` (names of what this
+//!   daemon makes on shared ground);
+//! - state services: `targets`, `rules` (the rule engine), `requests` + `events` + `graph`
+//!   (what the kernel saw), `delay` (held requests), `store` (SQLite);
+//! - the core that owns them: `control`, and the `explore` service built on it;
+//! - tasks that feed the core: `pump` (ring buffer), `interfaces` (veths), `heartbeat`;
+//! - `daemon` (the services together) and `server` (gRPC, the only transport).
+//!
+//! Nothing imports upwards in this list; a test (`tests/tests/layers.rs`) checks it. The
+//! binary `fi-daemon` is a thin shell; fictl is a crate of its own (`fi-daemon/fictl`).
 
-pub mod api;
 pub mod cgroup_fs;
-pub mod cli;
-pub mod client;
 pub mod config;
+pub mod control;
 pub mod cut;
+pub mod daemon;
 pub mod dataplane;
 pub mod delay;
 pub mod ebpf_object;
@@ -18,15 +28,13 @@ pub mod instance;
 pub mod interfaces;
 pub mod links;
 pub mod pump;
-pub mod render;
 pub mod requests;
 pub mod rules;
 pub mod server;
 pub mod store;
 pub mod targets;
 
-/// Where the daemon listens and fictl connects unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/fi/fi.sock";
+pub use fi_api::DEFAULT_SOCKET;
 
 /// Where the daemon keeps explorations and their reports unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/fi/fi.db";

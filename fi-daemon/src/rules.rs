@@ -9,12 +9,13 @@ use std::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use fi_common::{
+    fault::Fault,
     flow::v4_mapped,
     http::{HEADER_NAME_LEN, Method, PATH_LEN},
     rule::{
-        ABORT_RESPONSE_LEN, AbortResponse, Fault, MATCH_CGROUP, MATCH_DST, MATCH_HEADER,
-        MATCH_HOST, MATCH_HOST_SUFFIX, MATCH_METHOD, MATCH_PATH, MATCH_PATH_PREFIX, MATCH_PORT,
-        MAX_RULES, RULE_ACTIVE, Rule, RuleStats, fnv,
+        ABORT_RESPONSE_LEN, AbortResponse, MATCH_CGROUP, MATCH_DST, MATCH_HEADER, MATCH_HOST,
+        MATCH_HOST_SUFFIX, MATCH_METHOD, MATCH_PATH, MATCH_PATH_PREFIX, MATCH_PORT, MAX_RULES,
+        RULE_ACTIVE, Rule, RuleStats, fnv,
     },
 };
 
@@ -23,8 +24,6 @@ use crate::targets::{TargetError, Targets};
 /// Expired rules kept, with their counters, for `rules ls` and `rules get`: the newest
 /// ones; older ones are gone. A rule's life: active, then expired (listed), then gone.
 pub const FINISHED: usize = 100;
-/// Longest delay a rule may ask for.
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// Why a rule operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +62,6 @@ pub struct Draft {
     pub header_name: Option<String>,
     pub header_value: Option<String>,
     pub fault: Option<Fault>,
-    pub status: u32,
-    pub delay: Option<Duration>,
     pub probability_ppm: Option<u32>,
     pub skip_first: Option<u32>,
     pub max_injections: Option<u32>,
@@ -74,13 +71,7 @@ pub struct Draft {
     pub description: String,
 }
 
-/// Longest text a matcher may carry.
-pub const MAX_FIELD: usize = 4096;
-/// Longest description.
-pub const MAX_DESCRIPTION: usize = 1024;
-/// Abort statuses: final responses only (a 1xx is interim and would leave the client
-/// waiting for the real answer).
-pub const ABORT_STATUSES: std::ops::RangeInclusive<u32> = 200..=599;
+pub use fi_api::limits::{MAX_DESCRIPTION, MAX_FIELD};
 
 /// A text matcher: absent, or non-empty, bounded and free of control characters (a CR or
 /// LF could never match a parsed head, and would corrupt listings).
@@ -146,7 +137,7 @@ pub fn validate(
     })?;
     let mut k = Rule::EMPTY;
     k.flags = RULE_ACTIVE;
-    k.fault = fault as u8;
+    k.fault = fault.code() as u8;
     let mut cgroup = None;
 
     if let Some(container) = text("match.container", &draft.container)? {
@@ -287,41 +278,15 @@ pub fn validate(
             "refuse happens at connect, before any request: only container, destination and port can select it",
         ));
     }
+    // The fault's own values were checked when it was made (fi_common::fault).
     let mut response = None;
     match fault {
-        Fault::Abort => {
-            if !ABORT_STATUSES.contains(&draft.status) {
-                return Err(invalid(
-                    "fault.status",
-                    format!(
-                        "{} is not the status of a final HTTP response (200..=599)",
-                        draft.status
-                    ),
-                ));
-            }
-            k.abort_status = draft.status as u16;
-            response = Some(abort_response(draft.status as u16));
+        Fault::Abort(status) => {
+            k.abort_status = status;
+            response = Some(abort_response(status));
         }
-        Fault::Delay => {
-            let delay = draft
-                .delay
-                .ok_or_else(|| invalid("fault.delay", "required for delay"))?;
-            if delay < Duration::from_millis(1) || delay > MAX_DELAY {
-                return Err(invalid(
-                    "fault.delay",
-                    format!("{delay:?} is outside 1ms..=60s"),
-                ));
-            }
-            k.delay_ns = delay.as_nanos() as u64;
-        }
-        _ => {
-            if draft.status != 0 {
-                return Err(invalid("fault.status", "only for abort"));
-            }
-            if draft.delay.is_some() {
-                return Err(invalid("fault.delay", "only for delay"));
-            }
-        }
+        Fault::Delay(delay) => k.delay_ns = delay.as_nanos() as u64,
+        _ => {}
     }
     k.probability_ppm = match draft.probability_ppm {
         None => 1_000_000,

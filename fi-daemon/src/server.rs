@@ -5,23 +5,21 @@ use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
 };
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::{
-    api::v1::{
+use fi_api::{
+    limits::{MAX_REPORT_BYTES, MAX_REQUEST_BYTES},
+    v1::{
         explore_service_server::ExploreServiceServer, observe_service_server::ObserveServiceServer,
         rule_service_server::RuleServiceServer, system_service_server::SystemServiceServer,
     },
-    dataplane::DataPlane,
-    explore::runner::Explorer,
-    requests::{ObservedRequest, RequestLog},
-    rules::Rules,
-    targets::Targets,
 };
+
+use crate::daemon::Daemon;
 
 mod convert;
 mod explore;
@@ -44,107 +42,6 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("token file {path:?}: {reason}")]
     Token { path: PathBuf, reason: String },
-}
-
-/// State shared by the services.
-#[derive(Debug)]
-pub struct Daemon {
-    pub dataplane: Mutex<DataPlane>,
-    pub targets: Mutex<Targets>,
-    pub rules: Mutex<Rules>,
-    pub requests: Arc<Mutex<RequestLog>>,
-    /// Names of the captured headers, by slot.
-    pub capture: Vec<String>,
-    pub kernel_release: String,
-    /// Becomes true when the daemon begins to stop: open streams end, so that graceful
-    /// shutdown does not wait on a watcher forever.
-    pub stopping: tokio::sync::watch::Sender<bool>,
-    pub explorer: Explorer,
-    /// Whether explorations (which run a command as root) may be started over TCP.
-    pub tcp_explore: bool,
-    /// The delay queue (none when the daemon has no injector).
-    pub delays: Option<crate::delay::Delays>,
-}
-
-impl Daemon {
-    pub fn new(
-        dataplane: DataPlane,
-        targets: Targets,
-        rules: Rules,
-        requests: Arc<Mutex<RequestLog>>,
-        capture: Vec<String>,
-        explorer: Explorer,
-        tcp_explore: bool,
-    ) -> Self {
-        Self {
-            dataplane: Mutex::new(dataplane),
-            targets: Mutex::new(targets),
-            rules: Mutex::new(rules),
-            requests,
-            capture,
-            kernel_release: kernel_release(),
-            stopping: tokio::sync::watch::Sender::new(false),
-            explorer,
-            tcp_explore,
-            delays: None,
-        }
-    }
-
-    /// The delay queue that held requests go through.
-    pub fn with_delays(mut self, delays: crate::delay::Delays) -> Self {
-        self.delays = Some(delays);
-        self
-    }
-
-    /// Ends what the faults of `rule` (of every rule, for `None`) still do once the rule
-    /// is gone: held requests go on at once, and connections a timeout left dead are
-    /// closed (see [`crate::cut`]). Blocking: call it off the async threads.
-    pub fn end_faults(&self, rule: Option<u32>) -> Ended {
-        let released = self.delays.as_ref().map_or(0, |d| d.release(rule));
-        let flows = self.dataplane.lock().ok().and_then(|d| d.flows().ok());
-        let dead = crate::cut::dead_flows(flows.unwrap_or_default().into_iter(), rule);
-        let mount = self.targets.lock().ok().map(|t| t.mount().to_owned());
-        let closed = mount.map_or(0, |m| crate::cut::close_clients(&m, &dead));
-        Ended { released, closed }
-    }
-
-    /// Completed requests from now on (a poisoned log yields a closed receiver).
-    pub fn requests_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ObservedRequest>> {
-        match self.requests.lock() {
-            Ok(log) => log.subscribe(),
-            Err(_) => tokio::sync::broadcast::channel(1).1,
-        }
-    }
-
-    /// Requests with an injected fault, from now on.
-    pub fn injections_subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<ObservedRequest>> {
-        match self.requests.lock() {
-            Ok(log) => log.subscribe_injected(),
-            Err(_) => tokio::sync::broadcast::channel(1).1,
-        }
-    }
-}
-
-/// What [`Daemon::end_faults`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Ended {
-    /// Delayed requests let go.
-    pub released: usize,
-    /// Blackholed connections closed.
-    pub closed: usize,
-}
-
-/// Locks a mutex; a poisoned one (a panic while held) becomes an `internal` error.
-fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, tonic::Status> {
-    mutex
-        .lock()
-        .map_err(|_| tonic::Status::internal("daemon state is poisoned by an earlier panic"))
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// Binds the Unix socket, readable and writable by root only (mode 0600, created under a
@@ -230,19 +127,18 @@ pub struct Tcp {
     pub listener: tokio::net::TcpListener,
     /// None only with the explicit insecure flag.
     pub token: Option<Token>,
+    /// Whether explorations (which run a command as root) may be started over it.
+    pub explore: bool,
 }
 
 /// Every service, to serve on each listener.
 /// How long stopping waits for open calls before it stops anyway.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Largest request message the daemon decodes: a rule with every field at its longest
-/// fits many times over.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Concurrent calls per connection, and concurrent streams per HTTP/2 connection.
 const MAX_CONCURRENT: u32 = 32;
 
-fn routes(daemon: &Arc<Daemon>) -> tonic::service::Routes {
+fn routes(daemon: &Arc<Daemon>, tcp_explore: bool) -> tonic::service::Routes {
     tonic::service::Routes::new(
         SystemServiceServer::new(system::SystemApi::new(Arc::clone(daemon)))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
@@ -256,10 +152,10 @@ fn routes(daemon: &Arc<Daemon>) -> tonic::service::Routes {
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     )
     .add_service(
-        ExploreServiceServer::new(explore::ExploreApi::new(Arc::clone(daemon)))
+        ExploreServiceServer::new(explore::ExploreApi::new(Arc::clone(daemon), tcp_explore))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             // Reports of long explorations are large; they are read whole.
-            .max_encoding_message_size(256 * 1024 * 1024),
+            .max_encoding_message_size(MAX_REPORT_BYTES),
     )
 }
 
@@ -286,13 +182,14 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let unix_server = bounded()
-        .add_routes(routes(&daemon).add_service(health.clone()))
+        .add_routes(routes(&daemon, false).add_service(health.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx.clone()));
     let tcp_server = async {
         let Some(tcp) = tcp else {
             return Ok(());
         };
         let token = tcp.token;
+        let explore = tcp.explore;
         let check = move |request: tonic::Request<()>| {
             let Some(token) = &token else {
                 return Ok(request);
@@ -310,7 +207,7 @@ pub async fn serve(
         };
         bounded()
             .layer(tonic::service::InterceptorLayer::new(check))
-            .add_routes(routes(&daemon).add_service(health.clone()))
+            .add_routes(routes(&daemon, explore).add_service(health.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(tcp.listener),
                 stopped(stop_rx.clone()),
@@ -319,11 +216,11 @@ pub async fn serve(
     };
     let signal = async {
         shutdown.await;
-        daemon.stopping.send_replace(true);
+        daemon.control().begin_stopping();
         let _ = stop_tx.send(true);
     };
     let servers = async { tokio::join!(unix_server, tcp_server) };
-    let stopping = daemon.stopping.subscribe();
+    let stopping = daemon.control().stopping();
     // Streams end when stopping begins; should a call still hang, the daemon stops anyway
     // a few seconds later (its programs are detached when the process ends in any case).
     let deadline = async move {

@@ -11,9 +11,10 @@ use std::{
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
-use crate::explore::model::{Execution, FaultSpec};
+use fi_explore::model::{
+    Execution, Exploration, ExplorationRow, ExploreConfig, GraphSnapshot, Status,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,83 +76,6 @@ const MIGRATIONS: [&str; 3] = [
     // 3: how long the test command itself ran (fi's share of an execution is the rest).
     "ALTER TABLE executions ADD COLUMN test_ms INTEGER NOT NULL DEFAULT 0;",
 ];
-
-/// Where an exploration is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    Running,
-    Finished,
-    Cancelled,
-    /// Its daemon stopped (or died) while it ran.
-    Interrupted,
-    /// It could not go on (the reference run failed, the command does not exist...).
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Running => "running",
-            Status::Finished => "finished",
-            Status::Cancelled => "cancelled",
-            Status::Interrupted => "interrupted",
-            Status::Failed => "failed",
-        }
-    }
-
-    fn parse(text: &str) -> Status {
-        match text {
-            "running" => Status::Running,
-            "finished" => Status::Finished,
-            "cancelled" => Status::Cancelled,
-            "failed" => Status::Failed,
-            _ => Status::Interrupted,
-        }
-    }
-}
-
-/// What the user asked for: everything needed to run the exploration again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExploreConfig {
-    pub targets: Vec<String>,
-    pub faults: Vec<FaultSpec>,
-    pub command: String,
-    pub reset_command: Option<String>,
-    pub working_dir: String,
-    pub reduction: bool,
-    pub max_executions: u32,
-    pub run_timeout_ms: u64,
-    /// Set for a replay: the exploration and execution it replays.
-    pub replay_of: Option<(i64, u32)>,
-    /// Whether the test's own requests are faulted too (absent in stores written before
-    /// the option existed, when they always were).
-    #[serde(default)]
-    pub test_requests: bool,
-}
-
-/// One exploration as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExplorationRow {
-    pub id: i64,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub status: Status,
-    pub config: ExploreConfig,
-    pub error: Option<String>,
-    pub executions: u32,
-    pub failures: u32,
-}
-
-/// An exploration with its executions: what reports are made of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Exploration {
-    #[serde(flatten)]
-    pub row: ExplorationRow,
-    pub executions: Vec<Execution>,
-    /// The last call-graph snapshot, if any.
-    pub graph: Option<serde_json::Value>,
-}
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -278,10 +202,10 @@ impl Store {
         Ok(())
     }
 
-    pub fn save_graph(&self, id: i64, graph: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn save_graph(&self, id: i64, graph: &GraphSnapshot) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO graph_snapshots (exploration_id, taken_ms, graph) VALUES (?1, ?2, ?3)",
-            params![id, now_ms() as i64, graph.to_string()],
+            params![id, now_ms() as i64, serde_json::to_string(graph)?],
         )?;
         Ok(())
     }
@@ -404,12 +328,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::explore::model::{Outcome, Plan};
+    use fi_common::fault::Fault;
+    use fi_explore::model::{Outcome, Plan};
 
     fn config() -> ExploreConfig {
         ExploreConfig {
             targets: vec!["lab/a".into()],
-            faults: FaultSpec::DEFAULT_SET.to_vec(),
+            faults: Fault::DEFAULT_SET.to_vec(),
             command: "true".into(),
             reset_command: None,
             working_dir: "/".into(),
@@ -445,9 +370,7 @@ mod tests {
         store
             .save_execution(id, &execution(1, Outcome::Failed { exit_code: 3 }))
             .unwrap();
-        store
-            .save_graph(id, &serde_json::json!({"edges": []}))
-            .unwrap();
+        store.save_graph(id, &GraphSnapshot::default()).unwrap();
         store.finish(id, Status::Finished, None).unwrap();
         let loaded = store.load(id).unwrap();
         assert_eq!(loaded.row.status, Status::Finished);
@@ -502,7 +425,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.version().unwrap(), MIGRATIONS.len() as i64);
         let id = store.create(&config()).unwrap();
-        store.save_graph(id, &serde_json::json!({})).unwrap();
+        store.save_graph(id, &GraphSnapshot::default()).unwrap();
         drop(store);
         {
             let conn = Connection::open(&path).unwrap();

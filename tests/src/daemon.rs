@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fi_daemon::{api::v1::GetStatusResponse, client};
+use fi_api::{client, v1::GetStatusResponse};
 
 use crate::process::bin_path;
 
@@ -128,7 +128,7 @@ impl Daemon {
                 .await
                 .map_err(|e| e.to_string())?;
             system
-                .get_status(fi_daemon::api::v1::GetStatusRequest {})
+                .get_status(fi_api::v1::GetStatusRequest {})
                 .await
                 .map(tonic_response_inner)
                 .map_err(|e| e.to_string())

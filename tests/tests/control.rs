@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
-use fi_daemon::{api::v1 as api, client};
+use fi_api::{client, v1 as api};
 use fi_tests::{Daemon, Lab};
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
@@ -800,12 +800,12 @@ fn a_configuration_file_sets_what_flags_do_not_and_a_typo_is_refused() {
 /// problem, and a daemon that stays healthy.
 #[test]
 fn explore_calls_answer_bad_input_with_the_right_codes() {
-    use fi_daemon::api::v1 as api;
+    use fi_api::v1 as api;
     use tonic::Code;
     let lab = Lab::new();
     let daemon = Daemon::start(lab.id(), &["lo"], lab.cgroup());
     fi_tests::block_on(async {
-        let mut c = fi_daemon::client::explore(daemon.socket())
+        let mut c = fi_api::client::explore(daemon.socket())
             .await
             .expect("connect");
         let start = |f: &dyn Fn(&mut api::StartExplorationRequest)| {

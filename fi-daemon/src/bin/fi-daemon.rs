@@ -13,15 +13,17 @@ use clap::Parser;
 use fi_common::http::CaptureConfig;
 use fi_daemon::{
     DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, DEFAULT_STORE, cgroup_fs, config,
+    control::Control,
+    daemon::Daemon,
     dataplane::DataPlane,
     delay::{self, Injector},
-    explore::runner::Explorer,
+    explore::Explorer,
     heartbeat,
     interfaces::{self, VethPolicy},
     links, pump,
     requests::RequestLog,
     rules::Rules,
-    server::{self, Daemon},
+    server,
     store::Store,
     targets::Targets,
 };
@@ -207,7 +209,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
             info!(%addr, authenticated = token.is_some(), "TCP listener");
-            Some(server::Tcp { listener, token })
+            Some(server::Tcp {
+                listener,
+                token,
+                explore: args.tcp_explore,
+            })
         }
         None => None,
     };
@@ -219,46 +225,37 @@ async fn main() -> anyhow::Result<()> {
         .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned);
     fi_daemon::instance::sweep_test_cgroups(&cgroup);
     fi_daemon::instance::sweep_runtime_dirs(&runtime_dir);
-    let daemon = Arc::new(
-        Daemon::new(
-            dataplane,
-            targets,
-            rules,
-            Arc::clone(&requests),
-            capture,
-            Explorer::new(store, runtime_dir, cgroup.clone()),
-            args.tcp_explore,
-        )
-        .with_delays(delays.clone()),
-    );
+    let control = Arc::new(Control::new(
+        dataplane,
+        targets,
+        rules,
+        Arc::clone(&requests),
+        capture,
+        Some(delays.clone()),
+    ));
+    let explorer = Explorer::new(Arc::clone(&control), store, runtime_dir, cgroup.clone());
+    let daemon = Arc::new(Daemon::new(Arc::clone(&control), explorer));
     let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
     // The dead-man switch: beats while the core locks can be taken and the runtime runs.
     let liveness = Arc::new(heartbeat::Liveness::default());
-    // Weak: the daemon (and with it every attachment) still goes when main drops it.
-    let beating = Arc::downgrade(&daemon);
+    // Weak: the core (and with it every attachment) still goes when main drops it.
+    let beating = Arc::downgrade(&control);
     heartbeat::start(Arc::clone(&liveness), move || {
-        let Some(beating) = beating.upgrade() else {
-            return;
-        };
-        let alive = beating.rules.lock().is_ok();
-        match beating.dataplane.lock() {
-            Ok(mut dataplane) if alive => {
-                if let Err(err) = dataplane.beat() {
-                    warn!(%err, "the heartbeat failed: faults stop within a second");
-                }
-            }
-            _ => {}
+        if let Some(beating) = beating.upgrade()
+            && let Err(err) = beating.heartbeat()
+        {
+            warn!(%err, "the heartbeat failed: faults stop within a second");
         }
     })
     .context("starting the heartbeat thread")?;
-    tokio::spawn(pulse(Arc::clone(&daemon), liveness));
+    tokio::spawn(pulse(Arc::downgrade(&control), liveness));
     if !args.no_veths {
         let policy = VethPolicy {
             enabled: true,
             prefixes: args.veth_prefixes.clone(),
         };
         let events = links::watch().context("watching network interfaces (rtnetlink)")?;
-        tokio::spawn(interfaces::follow(Arc::clone(&daemon), events, policy));
+        tokio::spawn(interfaces::follow(Arc::clone(&control), events, policy));
     }
     info!(socket = %args.socket.display(), "ready");
     let result = server::serve(Arc::clone(&daemon), listener, tcp, shutdown_signal()).await;
@@ -266,6 +263,7 @@ async fn main() -> anyhow::Result<()> {
     // Detach everything before saying goodbye, and leave no socket behind.
     pump.abort();
     drop(daemon);
+    drop(control);
     let _ = std::fs::remove_file(&args.socket);
     result?;
     info!("stopped; every program detached");
@@ -321,32 +319,17 @@ fn args() -> anyhow::Result<Args> {
 /// and moves expired rules out of the kernel (the kernel stops matching a rule at its
 /// expiry time by itself; this keeps the list and the maps tidy, and ends what the rule
 /// still holds).
-async fn pulse(daemon: Arc<Daemon>, liveness: Arc<heartbeat::Liveness>) {
+async fn pulse(control: std::sync::Weak<Control>, liveness: Arc<heartbeat::Liveness>) {
     let interval = std::time::Duration::from_nanos(fi_common::rule::HEARTBEAT_INTERVAL_NS);
     let mut tick = tokio::time::interval(interval);
     loop {
         tick.tick().await;
         liveness.tick();
-        let expired = {
-            let Ok(mut rules) = daemon.rules.lock() else {
-                return;
-            };
-            rules.expire()
+        let Some(control) = control.upgrade() else {
+            return;
         };
-        match expired {
-            Ok(ids) if ids.is_empty() => {}
-            Ok(ids) => {
-                info!(expired = ?ids, "rules expired");
-                // What an expired rule still delays goes now, as if it had never held it.
-                let daemon = Arc::clone(&daemon);
-                let _ = tokio::task::spawn_blocking(move || {
-                    for id in ids {
-                        daemon.end_faults(Some(id));
-                    }
-                })
-                .await;
-            }
-            Err(err) => warn!(%err, "expiring rules"),
+        if let Err(err) = control.expire_rules().await {
+            warn!(%err, "expiring rules");
         }
     }
 }

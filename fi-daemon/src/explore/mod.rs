@@ -1,8 +1,19 @@
-//! Exploration: run a functional test again and again, each time with other faults on
-//! the requests it makes, and report which faults it does not survive (docs/EXPLORE.md).
+//! Explorations in the daemon: the parts that touch processes, rules and the store. The
+//! logic (model, sites, search, rule compilation, reports) is the pure `fi-explore` crate.
+//!
+//! - [`lifecycle`]: the service: start, replay, follow, cancel, list, past results;
+//! - `run`: one exploration's resources and its search loop;
+//! - `execution`: one run of the test under one plan;
+//! - [`spawn`]: a command in a cgroup, with the tail of its output;
+//! - `netns`: a container's addresses, to name servers in reports.
 
-pub mod model;
-pub mod report;
-pub mod runner;
-pub mod search;
-pub mod sites;
+mod execution;
+pub mod lifecycle;
+mod netns;
+mod run;
+pub mod spawn;
+
+pub use execution::InjectedFault;
+pub use lifecycle::{
+    ExploreError, ExploreRequest, Explorer, Followed, Injected, Progress, Running,
+};

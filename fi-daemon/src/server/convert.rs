@@ -1,16 +1,61 @@
 //! Domain types to API messages, and domain errors to gRPC codes.
 
-use std::time::UNIX_EPOCH;
-
+use fi_api::{time::unix_nanos, v1 as api};
 use tonic::Status;
 
 use crate::{
-    api::v1 as api,
     cgroup_fs::CgroupError,
+    control::ControlError,
+    explore::ExploreError,
     graph::CallGraph,
     requests::{ObservedRequest, Outcome},
+    rules::RuleError,
+    store::StoreError,
     targets::{TargetError, TargetInfo},
 };
+
+/// A core error as the gRPC code that tells a client what to do about it.
+pub fn control_error(err: ControlError) -> Status {
+    match err {
+        ControlError::Rule(e) => rule_error(e),
+        ControlError::Target(e) => target_error(e),
+        e @ ControlError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        e @ ControlError::NoTargets => Status::failed_precondition(e.to_string()),
+        e @ (ControlError::DataPlane(_) | ControlError::Poisoned(_)) => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+fn rule_error(err: RuleError) -> Status {
+    let message = err.to_string();
+    match err {
+        RuleError::Invalid { .. } => Status::invalid_argument(message),
+        // A rule naming a container that does not resolve is a bad argument of that rule
+        // (the field is named), whatever the cgroup error was.
+        RuleError::Container(_) => Status::invalid_argument(message),
+        RuleError::NotFound(_) => Status::not_found(message),
+        RuleError::TooMany => Status::resource_exhausted(message),
+        RuleError::Map(_) => Status::internal(message),
+    }
+}
+
+pub fn explore_error(e: ExploreError) -> Status {
+    let message = e.to_string();
+    match e {
+        ExploreError::Busy(_) | ExploreError::NotRunning { .. } | ExploreError::NoneRunning => {
+            Status::failed_precondition(message)
+        }
+        ExploreError::Invalid { .. } => Status::invalid_argument(message),
+        ExploreError::NoExecution(..) | ExploreError::Store(StoreError::NotFound(_)) => {
+            Status::not_found(message)
+        }
+        ExploreError::Control(e) => control_error(e),
+        ExploreError::Store(_) | ExploreError::Setup { .. } | ExploreError::Poisoned(_) => {
+            Status::internal(message)
+        }
+    }
+}
 
 pub fn target(info: TargetInfo) -> api::Target {
     api::Target {
@@ -51,15 +96,12 @@ pub fn request(r: &ObservedRequest) -> api::ObservedRequest {
     };
     api::ObservedRequest {
         id: r.id,
-        start_unix_nanos: r
-            .start
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        start_unix_nanos: unix_nanos(r.start),
         source_cgroup: r.source_cgroup.clone(),
         source_cgroup_id: r.source_cgroup_id,
         client: r.client.to_string(),
         server: r.server.to_string(),
-        method: r.method.clone(),
+        method: r.method.as_str().to_owned(),
         host: r.host.clone(),
         path: r.path.clone(),
         path_truncated: r.path_truncated,

@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
+use fi_api::v1::{self as api, system_service_server::SystemService};
 use tonic::{Request, Response, Status};
 
-use super::{Daemon, lock};
-use crate::{
-    api::v1::{self as api, system_service_server::SystemService},
-    dataplane::Hook,
-};
+use super::convert::control_error;
+use crate::{daemon::Daemon, dataplane::Hook};
 
 #[derive(Debug, Clone)]
 pub struct SystemApi {
@@ -43,18 +41,17 @@ impl SystemService for SystemApi {
         &self,
         _request: Request<api::GetStatusRequest>,
     ) -> Result<Response<api::GetStatusResponse>, Status> {
-        let dataplane = lock(&self.daemon.dataplane)?;
-        let counters = dataplane
-            .counters()
-            .map_err(|e| Status::internal(e.to_string()))?
+        let status = self.daemon.control().status().map_err(control_error)?;
+        let counters = status
+            .counters
             .into_iter()
             .map(|(counter, value)| api::Counter {
                 name: counter.name().to_owned(),
                 value,
             })
             .collect();
-        let attachments = dataplane
-            .attachments()
+        let attachments = status
+            .attachments
             .iter()
             .map(|a| api::Attachment {
                 kind: match a.hook {
@@ -66,14 +63,6 @@ impl SystemService for SystemApi {
                 program: a.program.to_owned(),
             })
             .collect();
-        let flows = dataplane
-            .flows_in_use()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let uptime_seconds = dataplane.loaded_at().elapsed().as_secs();
-        drop(dataplane);
-        let rules = lock(&self.daemon.rules)?.active_count() as u32;
-        let targets = lock(&self.daemon.targets)?.list().len() as u32;
-        let cgroup2 = crate::cgroup_fs::cgroup2_mount().ok();
         let capabilities = vec![
             // Everything below is required at load: a daemon that runs has them.
             capability(
@@ -94,29 +83,36 @@ impl SystemService for SystemApi {
             ),
             capability(
                 "cgroup2",
-                cgroup2.is_some(),
-                &cgroup2.map(|m| m.display().to_string()).unwrap_or_default(),
+                status.cgroup2.is_some(),
+                &status
+                    .cgroup2
+                    .map(|m| m.display().to_string())
+                    .unwrap_or_default(),
             ),
         ];
         let maps = vec![
-            usage("FI_FLOWS", flows, fi_common::flow::MAX_FLOWS),
-            usage("FI_RULES", u64::from(rules), fi_common::rule::MAX_RULES),
+            usage("FI_FLOWS", status.flows_in_use, fi_common::flow::MAX_FLOWS),
+            usage(
+                "FI_RULES",
+                u64::from(status.active_rules),
+                fi_common::rule::MAX_RULES,
+            ),
             usage(
                 "FI_TARGETS",
-                u64::from(targets),
+                u64::from(status.targets),
                 fi_common::flow::MAX_TARGETS,
             ),
         ];
         Ok(Response::new(api::GetStatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            kernel_release: self.daemon.kernel_release.clone(),
+            kernel_release: status.kernel_release,
             attachments,
             counters,
-            uptime_seconds,
+            uptime_seconds: status.uptime.as_secs(),
             capabilities,
             maps,
-            rules,
-            targets,
+            rules: status.active_rules,
+            targets: status.targets,
         }))
     }
 }

@@ -139,7 +139,7 @@ fn packet_costs(short: bool) -> Value {
     for i in 0..256 {
         let draft = Draft {
             path: Some(format!("/other/{i}")),
-            fault: Some(fi_common::rule::Fault::Reset),
+            fault: Some(fi_common::fault::Fault::Reset),
             ..Draft::default()
         };
         rules
@@ -226,7 +226,7 @@ fn map_bytes(pid: u32) -> u64 {
 /// the kill switch returning to the first clean one; and how many requests that started
 /// after the call returned still saw the old state (the goal is none).
 fn control_latency(short: bool) -> Value {
-    use fi_daemon::api::v1 as api;
+    use fi_api::v1 as api;
     let rounds = if short { 2 } else { 10 };
     let lab = Lab::new();
     let a = lab.container("a", 1);
@@ -248,7 +248,7 @@ fn control_latency(short: bool) -> Value {
             .expect("probe");
         std::thread::sleep(Duration::from_millis(150));
         let (created, stopped) = fi_tests::block_on(async {
-            let mut rules = fi_daemon::client::rules(daemon.socket())
+            let mut rules = fi_api::client::rules(daemon.socket())
                 .await
                 .expect("connect");
             rules

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use fi_daemon::api::v1 as api;
+use fi_api::v1 as api;
 use fi_tests::{Container, Daemon, Lab};
 use serde_json::{Value, json};
 
@@ -126,7 +126,7 @@ fn daemon(lab: &Lab, ifaces: &[&str], rules: bool, watch: Option<&Path>) -> Daem
     let daemon = Daemon::start(lab.id(), ifaces, lab.cgroup());
     if rules {
         fi_tests::block_on(async {
-            let mut client = fi_daemon::client::rules(daemon.socket())
+            let mut client = fi_api::client::rules(daemon.socket())
                 .await
                 .expect("connect");
             for i in 0..256 {

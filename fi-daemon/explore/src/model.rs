@@ -2,8 +2,9 @@
 //! the test showed. Plain data (serde), shared by the search, the runner, the store and
 //! the reports.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt, net::SocketAddr};
 
+pub use fi_common::fault::Fault;
 use serde::{Deserialize, Serialize};
 
 /// The source label of the test command's own requests.
@@ -21,8 +22,8 @@ pub struct CallSite {
     pub source: String,
     /// The caller's cgroup (relative to the cgroup2 mount): what a rule selects.
     pub source_cgroup: String,
-    /// `ip:port` of the server.
-    pub destination: String,
+    /// The server (stored as `ip:port` text).
+    pub destination: SocketAddr,
     pub method: String,
     /// The path without query, ids replaced by `{id}`.
     pub path: String,
@@ -55,102 +56,11 @@ impl fmt::Display for CallSite {
     }
 }
 
-/// One fault of a fault set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum FaultSpec {
-    Reset,
-    Timeout,
-    Abort { status: u16 },
-    Delay { millis: u32 },
-    ResponseLost,
-}
-
-impl FaultSpec {
-    /// Reset, timeout, abort 500 and abort 503: the failures every caller must handle.
-    pub const DEFAULT_SET: [FaultSpec; 4] = [
-        FaultSpec::Reset,
-        FaultSpec::Timeout,
-        FaultSpec::Abort { status: 500 },
-        FaultSpec::Abort { status: 503 },
-    ];
-
-    /// Parses `reset`, `timeout`, `abort500`/`abort:500`, `delay200ms`/`delay:200ms`,
-    /// `response-lost`.
-    pub fn parse(text: &str) -> Result<FaultSpec, String> {
-        let t = text.trim().to_ascii_lowercase();
-        let arg = |prefix: &str| {
-            t.strip_prefix(prefix)
-                .map(|rest| rest.trim_start_matches([':', '=', ' ']).to_owned())
-        };
-        if t == "reset" {
-            return Ok(FaultSpec::Reset);
-        }
-        if t == "timeout" {
-            return Ok(FaultSpec::Timeout);
-        }
-        if t == "response-lost" || t == "response_lost" {
-            return Ok(FaultSpec::ResponseLost);
-        }
-        if let Some(code) = arg("abort") {
-            let status: u16 = code
-                .parse()
-                .map_err(|_| format!("{text:?}: abort needs a status, e.g. abort500"))?;
-            if !(200..=599).contains(&status) {
-                return Err(format!("{text:?}: the status must be in 200..=599"));
-            }
-            return Ok(FaultSpec::Abort { status });
-        }
-        if let Some(d) = arg("delay") {
-            let d = humantime::parse_duration(&d)
-                .map_err(|e| format!("{text:?}: delay needs a duration, e.g. delay200ms: {e}"))?;
-            let millis = u32::try_from(d.as_millis())
-                .ok()
-                .filter(|m| (1..=60_000).contains(m))
-                .ok_or_else(|| format!("{text:?}: the delay must be 1 ms ..= 60 s"))?;
-            return Ok(FaultSpec::Delay { millis });
-        }
-        Err(format!(
-            "{text:?}: unknown fault (reset, timeout, abort<status>, delay<duration>, response-lost)"
-        ))
-    }
-
-    /// Parses a comma-separated set; `default` stands for [`FaultSpec::DEFAULT_SET`].
-    pub fn parse_set(text: &str) -> Result<Vec<FaultSpec>, String> {
-        let mut set = Vec::new();
-        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-            if part.trim().eq_ignore_ascii_case("default") {
-                set.extend(FaultSpec::DEFAULT_SET);
-            } else {
-                set.push(FaultSpec::parse(part)?);
-            }
-        }
-        set.sort();
-        set.dedup();
-        if set.is_empty() {
-            return Err("the fault set is empty".to_owned());
-        }
-        Ok(set)
-    }
-}
-
-impl fmt::Display for FaultSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FaultSpec::Reset => write!(f, "reset"),
-            FaultSpec::Timeout => write!(f, "timeout"),
-            FaultSpec::Abort { status } => write!(f, "abort{status}"),
-            FaultSpec::Delay { millis } => write!(f, "delay{millis}ms"),
-            FaultSpec::ResponseLost => write!(f, "response-lost"),
-        }
-    }
-}
-
 /// A fault on one call site.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PlannedFault {
     pub site: CallSite,
-    pub fault: FaultSpec,
+    pub fault: Fault,
 }
 
 impl fmt::Display for PlannedFault {
@@ -231,7 +141,7 @@ pub struct SiteCall {
     /// The call this one was made while serving (see `sites::link_parents`).
     pub parent: Option<CallSite>,
     /// The fault injected into this request, if any.
-    pub injected: Option<FaultSpec>,
+    pub injected: Option<Fault>,
 }
 
 /// How the test command ended.
@@ -260,6 +170,18 @@ impl Outcome {
             self,
             Outcome::Failed { .. } | Outcome::TimedOut | Outcome::Error { .. }
         )
+    }
+
+    /// The outcome in words: `exit status 1`, `killed after the run timeout`...
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Passed => "passed".into(),
+            Outcome::Failed { exit_code } => format!("exit status {exit_code}"),
+            Outcome::TimedOut => "killed after the run timeout".into(),
+            Outcome::Error { message } => message.clone(),
+            Outcome::Pruned => "pruned".into(),
+            Outcome::Interrupted => "interrupted".into(),
+        }
     }
 
     pub fn label(&self) -> &'static str {
@@ -303,4 +225,102 @@ pub struct Execution {
     /// Observations that are worth a look even when the test passed (a non-idempotent
     /// request sent again after its response was lost...).
     pub notes: Vec<String>,
+}
+
+/// Where an exploration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Running,
+    Finished,
+    Cancelled,
+    /// Its daemon stopped (or died) while it ran.
+    Interrupted,
+    /// It could not go on (the reference run failed, the command does not exist...).
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Finished => "finished",
+            Status::Cancelled => "cancelled",
+            Status::Interrupted => "interrupted",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// The status a stored word names (an unknown word: the daemon stopped mid-run).
+    pub fn parse(text: &str) -> Status {
+        match text {
+            "running" => Status::Running,
+            "finished" => Status::Finished,
+            "cancelled" => Status::Cancelled,
+            "failed" => Status::Failed,
+            _ => Status::Interrupted,
+        }
+    }
+}
+
+/// What the user asked for: everything needed to run the exploration again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExploreConfig {
+    pub targets: Vec<String>,
+    pub faults: Vec<Fault>,
+    pub command: String,
+    pub reset_command: Option<String>,
+    pub working_dir: String,
+    pub reduction: bool,
+    pub max_executions: u32,
+    pub run_timeout_ms: u64,
+    /// Set for a replay: the exploration and execution it replays.
+    pub replay_of: Option<(i64, u32)>,
+    /// Whether the test's own requests are faulted too (absent in stores written before
+    /// the option existed, when they always were).
+    #[serde(default)]
+    pub test_requests: bool,
+}
+
+/// One exploration as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplorationRow {
+    pub id: i64,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub status: Status,
+    pub config: ExploreConfig,
+    pub error: Option<String>,
+    pub executions: u32,
+    pub failures: u32,
+}
+
+/// An exploration with its executions: what reports are made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exploration {
+    #[serde(flatten)]
+    pub row: ExplorationRow,
+    pub executions: Vec<Execution>,
+    /// The last call-graph snapshot, if any.
+    pub graph: Option<GraphSnapshot>,
+}
+
+/// The calls of the reference run, kept with the exploration for its report's graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphSnapshot {
+    #[serde(default)]
+    pub edges: Vec<GraphEdge>,
+    /// Addresses of the targets' containers -> their labels.
+    #[serde(default)]
+    pub names: BTreeMap<String, String>,
+}
+
+/// One call of a [`GraphSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphEdge {
+    pub source: String,
+    pub destination: SocketAddr,
+    pub method: String,
+    pub path: String,
+    pub response: Response,
 }

@@ -9,7 +9,7 @@ use tonic::{
     transport::{Channel, Endpoint, Uri},
 };
 
-use crate::api::v1::{
+use crate::v1::{
     observe_service_client::ObserveServiceClient, rule_service_client::RuleServiceClient,
     system_service_client::SystemServiceClient,
 };
@@ -164,12 +164,11 @@ pub async fn rules(to: impl Into<Target>) -> Result<RuleServiceClient<Connection
 /// A client of the explore service.
 pub async fn explore(
     to: impl Into<Target>,
-) -> Result<crate::api::v1::explore_service_client::ExploreServiceClient<Connection>, ConnectError>
-{
+) -> Result<crate::v1::explore_service_client::ExploreServiceClient<Connection>, ConnectError> {
     Ok(
-        crate::api::v1::explore_service_client::ExploreServiceClient::new(connect_to(to).await?)
+        crate::v1::explore_service_client::ExploreServiceClient::new(connect_to(to).await?)
             // Reports of long explorations are large.
-            .max_decoding_message_size(256 * 1024 * 1024),
+            .max_decoding_message_size(crate::limits::MAX_REPORT_BYTES),
     )
 }
 

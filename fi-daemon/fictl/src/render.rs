@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::v1 as api;
+use fi_api::v1 as api;
 
 fn millis(nanos: u64) -> String {
     format!("{:.1}ms", nanos as f64 / 1e6)

@@ -3,8 +3,10 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use super::model::{CallSite, FaultSpec, Response, SiteCall};
-use crate::graph::normalize_path;
+use crate::{
+    model::{CallSite, Fault, Response, SiteCall},
+    path::normalize,
+};
 
 /// One completed request of an execution, as the runner hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +24,7 @@ pub struct Seen {
     /// Zero when there was no response.
     pub latency_us: u64,
     pub traceparent: Option<String>,
-    pub injected: Option<FaultSpec>,
+    pub injected: Option<Fault>,
 }
 
 impl Seen {
@@ -32,7 +34,7 @@ impl Seen {
     fn reached_server(&self) -> bool {
         !matches!(
             self.injected,
-            Some(FaultSpec::Reset | FaultSpec::Timeout | FaultSpec::Abort { .. })
+            Some(Fault::Reset | Fault::Timeout | Fault::Abort(_))
         )
     }
 
@@ -62,15 +64,15 @@ impl Seen {
 /// address, so without traceparent the link may be wrong there (docs/EXPLORE.md).
 pub fn call_sites(mut seen: Vec<Seen>) -> Vec<SiteCall> {
     seen.sort_by_key(|s| s.start_ns);
-    let mut counts: HashMap<(String, String, String, String), u32> = HashMap::new();
+    let mut counts: HashMap<(String, SocketAddr, String, String), u32> = HashMap::new();
     let sites: Vec<CallSite> = seen
         .iter()
         .map(|s| {
-            let path = normalize_path(&s.path);
-            let destination = s.server.to_string();
+            let path = normalize(&s.path);
+            let destination = s.server;
             let key = (
                 s.source.clone(),
-                destination.clone(),
+                destination,
                 s.method.clone(),
                 path.clone(),
             );
@@ -146,7 +148,7 @@ mod tests {
         ]);
         let got: Vec<(String, u32)> = calls
             .iter()
-            .map(|c| (c.site.destination.clone(), c.site.index))
+            .map(|c| (c.site.destination.to_string(), c.site.index))
             .collect();
         assert_eq!(
             got,
@@ -215,7 +217,7 @@ mod tests {
         // On loopback every service has the same address: a's request is blackholed; b's
         // later request must not be taken for one made while serving it.
         let mut blackholed = seen(100, "a", "127.0.0.1:40000", "127.0.0.1:8081", "/x");
-        blackholed.injected = Some(FaultSpec::Timeout);
+        blackholed.injected = Some(Fault::Timeout);
         blackholed.response = Response::None;
         blackholed.latency_us = 0;
         let later = seen(200, "b", "127.0.0.1:40001", "127.0.0.1:8082", "/y");

@@ -3,12 +3,15 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fi_daemon::{
+use fi_api::{
     DEFAULT_SOCKET,
-    api::v1::{self as api, AttachKind},
     client::{self, ConnectError},
-    render,
+    v1::{self as api, AttachKind},
 };
+use fi_common::fault::Fault;
+
+mod cli;
+mod render;
 
 // `println!` and `print!` for fictl's output: when the reader of stdout has gone
 // (`fictl rules ls | head -1`), fictl ends as other Unix tools do, by SIGPIPE, instead of
@@ -21,7 +24,6 @@ macro_rules! print {
     ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), false) };
 }
 
-#[path = "fictl/explore.rs"]
 mod explore;
 
 /// Writes fictl's output; see `println!` above.
@@ -159,8 +161,8 @@ enum RulesCommand {
 #[derive(Debug, clap::Args)]
 struct RuleArgs {
     /// The fault: timeout, reset, refuse, abort:STATUS, response-lost, delay:DURATION.
-    #[arg(long, value_parser = fi_daemon::cli::parse_fault)]
-    fault: api::Fault,
+    #[arg(long, value_parser = cli::parse_fault)]
+    fault: Fault,
     /// Sending container (cgroup path or container id), with its descendants.
     #[arg(long)]
     container: Option<String>,
@@ -180,10 +182,10 @@ struct RuleArgs {
     #[arg(long)]
     path: Option<String>,
     /// A captured header and its value, NAME=VALUE (per-request targeting).
-    #[arg(long, value_parser = fi_daemon::cli::parse_header)]
+    #[arg(long, value_parser = cli::parse_header)]
     header: Option<(String, String)>,
     /// Share of matched requests to fault, e.g. 30% (default: all).
-    #[arg(long, value_parser = fi_daemon::cli::parse_percent, allow_hyphen_values = true)]
+    #[arg(long, value_parser = cli::parse_percent, allow_hyphen_values = true)]
     percent: Option<u32>,
     /// Do not fault the first N matches.
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
@@ -195,7 +197,7 @@ struct RuleArgs {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     nth: Option<u32>,
     /// The rule stops after this long, e.g. 30s, 5m (then listed as expired).
-    #[arg(long, value_parser = fi_daemon::cli::parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = cli::parse_duration, allow_hyphen_values = true)]
     ttl: Option<std::time::Duration>,
     /// Higher priorities are evaluated first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -235,7 +237,7 @@ async fn main() -> ExitCode {
                 if status.message().contains("message length too large") {
                     eprintln!(
                         "fictl: the request is larger than the daemon accepts ({} KiB): a value is far too long",
-                        fi_daemon::server::MAX_REQUEST_BYTES / 1024
+                        fi_api::limits::MAX_REQUEST_BYTES / 1024
                     );
                 } else {
                     eprintln!("fictl: {}", status.message());
@@ -360,19 +362,19 @@ fn rule_json(r: &api::Rule) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
         "state": state,
-        "fault": fi_daemon::cli::fault_name(&spec.fault.unwrap_or_default()),
-        "match": fi_daemon::cli::match_summary(&m),
+        "fault": cli::fault_name(&spec.fault.unwrap_or_default()),
+        "match": cli::match_summary(&m),
         "container_cgroup": r.container_cgroup,
         "matched": r.matched,
         "injected": r.injected,
         "probability_ppm": spec.probability_ppm.unwrap_or(1_000_000),
-        "percent": fi_daemon::cli::percent_text(spec.probability_ppm),
+        "percent": cli::percent_text(spec.probability_ppm),
         "skip_first": spec.skip_first,
         "max_injections": spec.max_injections,
         "nth": spec.nth,
         "ttl_seconds": ttl.map(|d| d.as_secs_f64()),
         "ttl_left_seconds": ttl_left.map(|d| d.as_secs_f64()),
-        "gates": fi_daemon::cli::gates_summary(&spec, ttl_left),
+        "gates": cli::gates_summary(&spec, ttl_left),
         "priority": spec.priority,
         "created_unix_nanos": r.created_unix_nanos,
         "expires_unix_nanos": (r.expires_unix_nanos > 0).then_some(r.expires_unix_nanos),
@@ -388,12 +390,12 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
             // with the field named, rather than reading it as "any". A description too
             // long for the daemon's message limit is refused here, where it can be named.
             if let Some(d) = &a.description
-                && d.len() > fi_daemon::rules::MAX_DESCRIPTION
+                && d.len() > fi_api::limits::MAX_DESCRIPTION
             {
                 return Err(tonic::Status::invalid_argument(format!(
                     "description: {} bytes, longer than {}",
                     d.len(),
-                    fi_daemon::rules::MAX_DESCRIPTION
+                    fi_api::limits::MAX_DESCRIPTION
                 ))
                 .into());
             }
@@ -409,7 +411,7 @@ async fn rules(cli: &Cli, cmd: &RulesCommand) -> anyhow::Result<()> {
                     header_name,
                     header_value,
                 }),
-                fault: Some(a.fault),
+                fault: Some(api::Fault::from(a.fault)),
                 probability_ppm: a.percent,
                 skip_first: a.skip,
                 max_injections: a.max,

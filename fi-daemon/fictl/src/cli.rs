@@ -2,72 +2,18 @@
 
 use std::time::Duration;
 
-use crate::api::v1 as api;
+use fi_api::v1 as api;
+use fi_common::fault::{DurationText, Fault};
 
-/// `timeout`, `reset`, `refuse`, `abort:503`, `response-lost`, `delay:200ms`.
-pub fn parse_fault(text: &str) -> Result<api::Fault, String> {
-    let (kind, arg) = match text.split_once(':') {
-        Some((k, a)) => (k, Some(a)),
-        None => (text, None),
-    };
-    let mut fault = api::Fault::default();
-    let no_arg = |kind: &str| match arg {
-        None => Ok(()),
-        Some(_) => Err(format!("{kind} takes no argument")),
-    };
-    fault.kind = match kind {
-        "timeout" => {
-            no_arg(kind)?;
-            api::FaultKind::Timeout
-        }
-        "reset" => {
-            no_arg(kind)?;
-            api::FaultKind::Reset
-        }
-        "refuse" => {
-            no_arg(kind)?;
-            api::FaultKind::Refuse
-        }
-        "response-lost" => {
-            no_arg(kind)?;
-            api::FaultKind::ResponseLost
-        }
-        "abort" => {
-            let status = arg.ok_or("abort needs a status: abort:503")?;
-            fault.status = status
-                .parse()
-                .map_err(|_| format!("{status:?} is not an HTTP status"))?;
-            api::FaultKind::Abort
-        }
-        "delay" => {
-            let d = arg.ok_or("delay needs a duration: delay:200ms")?;
-            let d = parse_duration(d)?;
-            fault.delay = Some(prost_types::Duration::try_from(d).map_err(|e| e.to_string())?);
-            api::FaultKind::Delay
-        }
-        other => {
-            return Err(format!(
-                "unknown fault {other:?}: timeout, reset, refuse, abort:STATUS, response-lost, delay:DURATION"
-            ));
-        }
-    } as i32;
-    Ok(fault)
+/// A fault in fi's one grammar (`timeout`, `reset`, `refuse`, `response-lost`,
+/// `abort:503`, `delay:200ms`); see `fi_common::fault`.
+pub fn parse_fault(text: &str) -> Result<Fault, String> {
+    Fault::parse(text).map_err(|e| e.to_string())
 }
 
-/// `250ms`, `1.5s`, `2m`, `1h`.
+/// `250ms`, `1.5s`, `2m`, `1m30s`: fi's one duration grammar.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.starts_with('-') {
-        return Err(format!(
-            "{text:?} is negative; give a positive duration (e.g. 30s)"
-        ));
-    }
-    if let Some(secs) = text.strip_suffix('s').and_then(|n| n.parse::<f64>().ok())
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e} (e.g. 250ms, 1.5s, 2m)"))
+    fi_common::fault::parse_duration(text)
 }
 
 /// `30%`, `0.5%`, `12.5` (percent) to parts per million.
@@ -94,21 +40,10 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{text:?}: expected NAME=VALUE, e.g. x-fi-target=user-42"))
 }
 
-/// A one-line description of a rule's fault.
+/// A rule's fault in the grammar it was given in (`?` for one this fictl does not know).
 pub fn fault_name(f: &api::Fault) -> String {
-    match api::FaultKind::try_from(f.kind) {
-        Ok(api::FaultKind::Timeout) => "timeout".into(),
-        Ok(api::FaultKind::Reset) => "reset".into(),
-        Ok(api::FaultKind::Refuse) => "refuse".into(),
-        Ok(api::FaultKind::ResponseLost) => "response-lost".into(),
-        Ok(api::FaultKind::Abort) => format!("abort:{}", f.status),
-        Ok(api::FaultKind::Delay) => {
-            let d = f
-                .delay
-                .and_then(|d| Duration::try_from(d).ok())
-                .unwrap_or_default();
-            format!("delay:{}", humantime::format_duration(d))
-        }
+    match fi_api::fault::from_api(f) {
+        Ok(Some(fault)) => fault.to_string(),
         _ => "?".into(),
     }
 }
@@ -133,7 +68,7 @@ pub fn gates_summary(spec: &api::CreateRuleRequest, ttl_left: Option<Duration>) 
     }
     if let Some(left) = ttl_left {
         let left = Duration::from_secs(left.as_secs());
-        parts.push(format!("ttl {} left", humantime::format_duration(left)));
+        parts.push(format!("ttl {} left", DurationText(left)));
     }
     parts.join(", ")
 }
@@ -180,30 +115,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn faults_parse_with_their_arguments() {
+    fn faults_and_durations_use_the_one_grammar() {
+        let delay = parse_fault("delay:1.5s").unwrap();
+        assert_eq!(fault_name(&api::Fault::from(delay)), "delay:1s500ms");
         assert_eq!(
-            parse_fault("reset").unwrap().kind,
-            api::FaultKind::Reset as i32
+            fault_name(&api::Fault::from(parse_fault("abort:503").unwrap())),
+            "abort:503"
         );
-        let abort = parse_fault("abort:503").unwrap();
-        assert_eq!(
-            (abort.kind, abort.status),
-            (api::FaultKind::Abort as i32, 503)
-        );
-        let delay = parse_fault("delay:250ms").unwrap();
-        assert_eq!(delay.delay.unwrap().nanos, 250_000_000);
-        assert_eq!(parse_fault("delay:1.5s").unwrap().delay.unwrap().seconds, 1);
-        assert!(parse_fault("abort").is_err());
-        assert!(parse_fault("abort:x").is_err());
-        assert!(parse_fault("reset:1").is_err());
-        assert!(
-            parse_fault("explode")
-                .unwrap_err()
-                .contains("timeout, reset")
-        );
-        assert_eq!(fault_name(&parse_fault("delay:2s").unwrap()), "delay:2s");
+        assert!(parse_fault("abort").unwrap_err().contains("fault.status"));
         assert!(parse_fault("blackhole").is_err());
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
+        assert_eq!(parse_duration("4m59s"), Ok(Duration::from_secs(299)));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use std::{io::IsTerminal as _, path::PathBuf, time::Duration};
 
 use clap::{Subcommand, ValueEnum};
-use fi_daemon::{
-    api::v1::{self as api, explore_service_client::ExploreServiceClient},
+use fi_api::{
     client::{self, Connection},
-    explore::model::FaultSpec,
+    v1::{self as api, explore_service_client::ExploreServiceClient},
 };
+use fi_common::fault::Fault;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, print_json};
@@ -71,7 +71,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD")]
     reset: Option<String>,
     /// Each execution is killed after this long (it then counts as failed).
-    #[arg(long, value_parser = fi_daemon::cli::parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "60s")]
     run_timeout: Duration,
     /// Run every plan, even those equivalent to one already run (docs/EXPLORE.md).
     #[arg(long)]
@@ -94,10 +94,12 @@ pub struct RunArgs {
 
 /// A parsed `--faults` (one argument, several faults).
 #[derive(Debug, Clone)]
-pub struct FaultSet(Vec<FaultSpec>);
+pub struct FaultSet(Vec<Fault>);
 
 fn parse_fault_set(text: &str) -> Result<FaultSet, String> {
-    FaultSpec::parse_set(text).map(FaultSet)
+    Fault::parse_set(text)
+        .map(FaultSet)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,25 +133,6 @@ fn shell_join(words: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn api_fault(f: &FaultSpec) -> api::Fault {
-    let (kind, status, delay) = match *f {
-        FaultSpec::Reset => (api::FaultKind::Reset, 0, None),
-        FaultSpec::Timeout => (api::FaultKind::Timeout, 0, None),
-        FaultSpec::Abort { status } => (api::FaultKind::Abort, u32::from(status), None),
-        FaultSpec::Delay { millis } => (
-            api::FaultKind::Delay,
-            0,
-            prost_types::Duration::try_from(Duration::from_millis(u64::from(millis))).ok(),
-        ),
-        FaultSpec::ResponseLost => (api::FaultKind::ResponseLost, 0, None),
-    };
-    api::Fault {
-        kind: kind as i32,
-        status,
-        delay,
-    }
 }
 
 fn status_name(s: i32) -> &'static str {
@@ -302,7 +285,7 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("the current directory: {e}"))?;
             let request = api::StartExplorationRequest {
                 targets: a.targets.clone(),
-                faults: a.faults.0.iter().map(api_fault).collect(),
+                faults: a.faults.0.iter().map(|&f| api::Fault::from(f)).collect(),
                 command: shell_join(&a.command),
                 reset_command: a.reset.clone().unwrap_or_default(),
                 working_dir: cwd.display().to_string(),

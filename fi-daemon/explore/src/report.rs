@@ -9,8 +9,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::model::{Execution, Outcome, Plan};
-use crate::store::Exploration;
+use crate::model::{Execution, Exploration, GraphSnapshot, Outcome, Plan, TEST_SOURCE};
 
 /// How a fault on an edge went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -69,22 +68,15 @@ pub fn execution_id(exploration: i64, execution: u32) -> String {
 /// (a service is a caller in one place and a server in another), else it stays ip:port.
 fn server_names(
     executions: &[Execution],
-    graph: Option<&serde_json::Value>,
+    graph: Option<&GraphSnapshot>,
 ) -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
     // The addresses of each target, as the daemon read them when the exploration began.
-    if let Some(known) = graph.and_then(|g| g["names"].as_object()) {
-        for (ip, name) in known {
-            if let Some(name) = name.as_str() {
-                names.insert(ip.clone(), name.to_owned());
-            }
-        }
-    }
+    let mut names = graph.map(|g| g.names.clone()).unwrap_or_default();
     for e in executions {
         for call in &e.calls {
             if let Some(parent) = &call.parent {
                 names
-                    .entry(parent.destination.clone())
+                    .entry(parent.destination.to_string())
                     .or_insert_with(|| call.site.source.clone());
             }
         }
@@ -123,7 +115,7 @@ pub fn summarize(x: &Exploration) -> Summary {
                 outcome: if predicted {
                     format!("predicted to fail like #{source}")
                 } else {
-                    super::runner::describe(&e.outcome)
+                    e.outcome.describe()
                 },
                 replay: format!("fictl explore replay {}", execution_id(id, e.number)),
                 predicted,
@@ -138,15 +130,13 @@ pub fn summarize(x: &Exploration) -> Summary {
         }
     }
     let names = server_names(&x.executions, x.graph.as_ref());
-    let name = |dest: &str| {
-        let ip = dest
-            .rsplit_once(':')
-            .map_or(dest, |(ip, _)| ip.trim_matches(['[', ']']));
+    let name = |dest: &std::net::SocketAddr| {
+        let text = dest.to_string();
         names
-            .get(dest)
-            .or_else(|| names.get(ip))
+            .get(&text)
+            .or_else(|| names.get(&dest.ip().to_string()))
             .cloned()
-            .unwrap_or_else(|| dest.to_owned())
+            .unwrap_or(text)
     };
     let mut edges: BTreeMap<(String, String), EdgeVerdicts> = BTreeMap::new();
     for e in &x.executions {
@@ -303,7 +293,7 @@ fn edge_colour(e: &EdgeVerdicts) -> &'static str {
 /// when a fault on them broke the test, green when it survived them all.
 fn svg(edges: &[EdgeVerdicts]) -> String {
     let mut depth: BTreeMap<String, usize> = BTreeMap::new();
-    depth.insert(super::runner::TEST_SOURCE.to_owned(), 0);
+    depth.insert(TEST_SOURCE.to_owned(), 0);
     for _ in 0..edges.len() + 1 {
         for e in edges {
             let d = depth.get(&e.source).copied().unwrap_or(0);

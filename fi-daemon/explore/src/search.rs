@@ -10,16 +10,16 @@
 //!   each runs at most once.
 //! - Reduction: when faults injected below a call P (on the requests P's server made while
 //!   serving it) show up at P's caller only as a status that the fault set injects
-//!   directly (P answered 503, and `abort503` is in the set), the caller cannot tell them
-//!   from `abort503` on P. Any plan that contains them, and nothing else below P, is then
-//!   equivalent to the plan with `abort503` on P instead; if that plan has run or is
+//!   directly (P answered 503, and `abort:503` is in the set), the caller cannot tell them
+//!   from `abort:503` on P. Any plan that contains them, and nothing else below P, is then
+//!   equivalent to the plan with `abort:503` on P instead; if that plan has run or is
 //!   scheduled, this one is pruned with that reason. The assumption (a caller's behaviour
 //!   depends only on the responses it gets) is checked whenever both forms were run.
 
 use std::collections::{HashMap, HashSet};
 
-use super::model::{
-    CallSite, FaultSpec, Outcome, Plan, PlannedFault, Pruned, Response, SiteCall, TEST_SOURCE,
+use crate::model::{
+    CallSite, Fault, Outcome, Plan, PlannedFault, Pruned, Response, SiteCall, TEST_SOURCE,
 };
 
 /// Above this latency (µs), an answer that took `usual` in the reference run is in
@@ -31,7 +31,7 @@ fn slow_after(usual: u64) -> u64 {
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchConfig {
-    pub faults: Vec<FaultSpec>,
+    pub faults: Vec<Fault>,
     pub reduction: bool,
     /// Executions to run at most, the reference run included.
     pub max_executions: u32,
@@ -235,7 +235,7 @@ impl Search {
             // reference) is not the same to P's caller, whose own deadline may run out.
             let waited_below = faults
                 .iter()
-                .any(|f| matches!(f.fault, FaultSpec::Timeout | FaultSpec::Delay { .. }));
+                .any(|f| matches!(f.fault, Fault::Timeout | Fault::Delay(_)));
             let usual = self.reference_latency.get(parent).copied().unwrap_or(0);
             if waited_below || call.latency_us > slow_after(usual) {
                 continue;
@@ -243,7 +243,7 @@ impl Search {
             let Response::Status { status } = answer else {
                 continue;
             };
-            let direct_fault = FaultSpec::Abort { status };
+            let direct_fault = Fault::Abort(status);
             if self.reference.get(parent) == Some(&answer)
                 || !self.config.faults.contains(&direct_fault)
             {
@@ -376,7 +376,7 @@ impl Search {
     fn repeated_after_lost_response(&self, plan: &Plan, calls: &[SiteCall]) -> Vec<String> {
         let mut notes = Vec::new();
         for fault in &plan.0 {
-            if fault.fault != FaultSpec::ResponseLost
+            if fault.fault != Fault::ResponseLost
                 || !matches!(fault.site.method.as_str(), "POST" | "PATCH")
             {
                 continue;

@@ -1,0 +1,495 @@
+//! The explorer as a service: starts an exploration or a replay (one at a time), tells
+//! watchers where it is, cancels it, and answers for past ones from the store.
+//!
+//! Locks: `running`, then `store`; neither is held while the core ([`Control`]) is called.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use fi_common::fault::Fault;
+use fi_explore::{
+    model::{Execution, ExplorationRow, ExploreConfig, Plan, Status},
+    report,
+};
+use tokio::sync::broadcast;
+
+use super::{execution::InjectedFault, run::Run};
+use crate::{
+    control::{Control, ControlError},
+    store::{Store, StoreError},
+};
+
+/// Longest accepted command, target or directory (bytes).
+const MAX_FIELD: usize = 16 * 1024;
+const MAX_TARGETS: usize = 64;
+const DEFAULT_MAX_EXECUTIONS: u32 = 500;
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExploreError {
+    #[error("exploration {0} is running: wait for it or cancel it (fictl explore cancel {0})")]
+    Busy(i64),
+    #[error("exploration {id} is not running (it is {status})")]
+    NotRunning { id: i64, status: &'static str },
+    #[error("no exploration is running")]
+    NoneRunning,
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("execution {1} of exploration {0} does not exist")]
+    NoExecution(i64, u32),
+    #[error("creating {path:?}: {source}")]
+    Setup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("explorer state ({0}) is poisoned by an earlier panic")]
+    Poisoned(&'static str),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ExploreError {
+    ExploreError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// What a client asks for; [`Explorer::start`] fills in the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ExploreRequest {
+    pub targets: Vec<String>,
+    /// None: [`Fault::DEFAULT_SET`].
+    pub faults: Vec<Fault>,
+    pub command: String,
+    pub reset_command: Option<String>,
+    /// None: `/`.
+    pub working_dir: Option<String>,
+    pub reduction: bool,
+    /// None: 500.
+    pub max_executions: Option<u32>,
+    /// None: 60 s.
+    pub run_timeout: Option<Duration>,
+    pub test_requests: bool,
+}
+
+impl ExploreRequest {
+    /// The configuration to run and record, with every default applied and every field
+    /// checked.
+    fn config(self) -> Result<ExploreConfig, ExploreError> {
+        let working_dir = self.working_dir.unwrap_or_else(|| "/".into());
+        for (field, value) in [("command", &self.command), ("working_dir", &working_dir)] {
+            if value.len() > MAX_FIELD {
+                return Err(invalid(field, format!("longer than {MAX_FIELD} bytes")));
+            }
+        }
+        if self.command.trim().is_empty() {
+            return Err(invalid("command", "the test command is empty"));
+        }
+        if !Path::new(&working_dir).is_absolute() {
+            return Err(invalid(
+                "working_dir",
+                format!("{working_dir:?} is not an absolute path"),
+            ));
+        }
+        let reset_command = self.reset_command.filter(|c| !c.trim().is_empty());
+        if reset_command.as_ref().is_some_and(|c| c.len() > MAX_FIELD) {
+            return Err(invalid(
+                "reset_command",
+                format!("longer than {MAX_FIELD} bytes"),
+            ));
+        }
+        if self.targets.len() > MAX_TARGETS || self.targets.iter().any(|t| t.len() > MAX_FIELD) {
+            return Err(invalid(
+                "targets",
+                format!("at most {MAX_TARGETS}, each under {MAX_FIELD} bytes"),
+            ));
+        }
+        if let Some(f) = self.faults.iter().find(|f| !f.acts_on_requests()) {
+            return Err(invalid(
+                "faults",
+                format!("{f} acts on connections, not requests: it has no call site"),
+            ));
+        }
+        let mut faults = if self.faults.is_empty() {
+            Fault::DEFAULT_SET.to_vec()
+        } else {
+            self.faults
+        };
+        faults.sort();
+        faults.dedup();
+        let run_timeout = self.run_timeout.unwrap_or(DEFAULT_RUN_TIMEOUT);
+        if run_timeout.is_zero() || run_timeout > MAX_RUN_TIMEOUT {
+            return Err(invalid("run_timeout", "must be in (0, 1 h]"));
+        }
+        let max_executions = match self.max_executions {
+            None => DEFAULT_MAX_EXECUTIONS,
+            Some(0) => return Err(invalid("max_executions", "0: give at least 1")),
+            Some(n) => n,
+        };
+        Ok(ExploreConfig {
+            targets: self.targets,
+            faults,
+            command: self.command,
+            reset_command,
+            working_dir,
+            reduction: self.reduction,
+            max_executions,
+            run_timeout_ms: run_timeout.as_millis() as u64,
+            replay_of: None,
+            test_requests: self.test_requests,
+        })
+    }
+}
+
+/// Where a running exploration is, for watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub id: i64,
+    pub status: Status,
+    pub done: u32,
+    pub known: u32,
+    pub failures: u32,
+    pub elapsed: Duration,
+    pub remaining: Duration,
+    pub last: Option<Execution>,
+    pub error: Option<String>,
+}
+
+/// A running exploration's handles.
+#[derive(Debug)]
+pub struct Running {
+    pub id: i64,
+    cancel: tokio::sync::watch::Sender<bool>,
+    progress: broadcast::Sender<Progress>,
+    current: Mutex<Progress>,
+    injected: Mutex<(u32, Vec<InjectedFault>)>,
+}
+
+impl Running {
+    fn cancel(&self) {
+        // send_replace: stored even when nobody waits yet (between executions).
+        self.cancel.send_replace(true);
+    }
+
+    pub(super) fn cancelled(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.cancel.subscribe()
+    }
+
+    pub(super) fn is_cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Where it is now, and every update from now on (the last one has a final status).
+    pub fn follow(&self) -> (Progress, broadcast::Receiver<Progress>) {
+        let updates = self.progress.subscribe();
+        let now = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (now, updates)
+    }
+
+    pub(super) fn publish(&self, progress: Progress) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = progress.clone();
+        let _ = self.progress.send(progress);
+    }
+
+    pub(super) fn begin_execution(&self, number: u32) {
+        *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = (number, Vec::new());
+    }
+
+    pub(super) fn note_injected(&self, fault: InjectedFault) {
+        self.injected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .push(fault);
+    }
+}
+
+/// What to run: a search, or one plan again.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Explore,
+    Replay(Plan),
+}
+
+/// An exploration to follow: running, or already over.
+#[derive(Debug)]
+pub enum Followed {
+    Live(Arc<Running>),
+    Ended(ExplorationRow),
+}
+
+/// Faults injected in one execution.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub exploration: i64,
+    pub execution: u32,
+    pub faults: Vec<InjectedFault>,
+}
+
+/// The daemon's explorer: the store and the exploration in progress (one at a time).
+#[derive(Debug)]
+pub struct Explorer {
+    pub(super) control: Arc<Control>,
+    running: Mutex<Option<Arc<Running>>>,
+    store: Mutex<Store>,
+    /// Where FI_INJECTED_FAULTS files live.
+    pub(super) runtime_dir: PathBuf,
+    /// Where test cgroups are made (absolute): the sock_ops cgroup, so that the test's
+    /// connections are attributed.
+    pub(super) cgroup_parent: PathBuf,
+}
+
+impl Explorer {
+    pub fn new(
+        control: Arc<Control>,
+        store: Store,
+        runtime_dir: PathBuf,
+        cgroup_parent: PathBuf,
+    ) -> Explorer {
+        Explorer {
+            control,
+            running: Mutex::new(None),
+            store: Mutex::new(store),
+            runtime_dir,
+            cgroup_parent,
+        }
+    }
+
+    fn store(&self) -> Result<std::sync::MutexGuard<'_, Store>, ExploreError> {
+        self.store
+            .lock()
+            .map_err(|_| ExploreError::Poisoned("store"))
+    }
+
+    fn running(&self) -> Result<Option<Arc<Running>>, ExploreError> {
+        Ok(self
+            .running
+            .lock()
+            .map_err(|_| ExploreError::Poisoned("running"))?
+            .clone())
+    }
+
+    /// Checks the request, records the exploration and starts it in the background.
+    pub fn start(self: &Arc<Self>, request: ExploreRequest) -> Result<Arc<Running>, ExploreError> {
+        let running = self.launch(request.config()?, Mode::Explore)?;
+        tracing::info!(exploration = running.id, "exploration started");
+        Ok(running)
+    }
+
+    /// Runs one execution of a past exploration again, under the same configuration.
+    pub fn replay(
+        self: &Arc<Self>,
+        exploration: i64,
+        execution: u32,
+    ) -> Result<Arc<Running>, ExploreError> {
+        let (row, e) = self.execution(exploration, execution)?;
+        let mut config = row.config;
+        config.replay_of = Some((exploration, execution));
+        let running = self.launch(config, Mode::Replay(e.plan))?;
+        tracing::info!(
+            exploration = running.id,
+            replays = %report::execution_id(exploration, execution),
+            "replay started"
+        );
+        Ok(running)
+    }
+
+    fn launch(
+        self: &Arc<Self>,
+        config: ExploreConfig,
+        mode: Mode,
+    ) -> Result<Arc<Running>, ExploreError> {
+        for spec in &config.targets {
+            self.control
+                .resolve_target(spec)
+                .map_err(|e| invalid("targets", e.to_string()))?;
+        }
+        let mut slot = self
+            .running
+            .lock()
+            .map_err(|_| ExploreError::Poisoned("running"))?;
+        if let Some(running) = slot.as_ref() {
+            return Err(ExploreError::Busy(running.id));
+        }
+        let id = self.store()?.create(&config)?;
+        let running = Arc::new(Running {
+            id,
+            cancel: tokio::sync::watch::Sender::new(false),
+            progress: broadcast::channel(1024).0,
+            current: Mutex::new(Progress {
+                id,
+                status: Status::Running,
+                done: 0,
+                known: 1,
+                failures: 0,
+                elapsed: Duration::ZERO,
+                remaining: Duration::ZERO,
+                last: None,
+                error: None,
+            }),
+            injected: Mutex::new((0, Vec::new())),
+        });
+        *slot = Some(Arc::clone(&running));
+        drop(slot);
+        tokio::spawn(Arc::clone(self).drive(Arc::clone(&running), config, mode));
+        Ok(running)
+    }
+
+    /// Runs an exploration to its end and records how it ended.
+    async fn drive(self: Arc<Self>, running: Arc<Running>, config: ExploreConfig, mode: Mode) {
+        let id = running.id;
+        let (status, error) = match Run::new(&self, &running, config).await {
+            Ok(mut run) => {
+                let outcome = run.go(mode).await;
+                run.teardown().await;
+                outcome
+            }
+            Err(e) => (Status::Failed, Some(e.to_string())),
+        };
+        match self.store() {
+            Ok(store) => {
+                if let Err(e) = store.finish(id, status, error.as_deref()) {
+                    tracing::error!(exploration = id, "recording the end: {e}");
+                }
+            }
+            Err(e) => tracing::error!(exploration = id, "recording the end: {e}"),
+        }
+        let (mut last, _) = running.follow();
+        last.status = status;
+        last.error = error;
+        last.last = None;
+        running.publish(last);
+        if let Ok(mut slot) = self.running.lock() {
+            *slot = None;
+        }
+        tracing::info!(
+            exploration = id,
+            status = status.as_str(),
+            "exploration ended"
+        );
+    }
+
+    /// The exploration to follow: the running one, or a past one's last state.
+    pub fn follow(&self, id: i64) -> Result<Followed, ExploreError> {
+        if let Some(running) = self.running()?.filter(|r| r.id == id) {
+            return Ok(Followed::Live(running));
+        }
+        Ok(Followed::Ended(self.store()?.row(id)?))
+    }
+
+    pub fn cancel(&self, id: i64) -> Result<(), ExploreError> {
+        match self.running()? {
+            Some(r) if r.id == id => {
+                r.cancel();
+                tracing::warn!(exploration = id, "exploration cancelled");
+                Ok(())
+            }
+            _ => Err(ExploreError::NotRunning {
+                id,
+                status: self.store()?.row(id)?.status.as_str(),
+            }),
+        }
+    }
+
+    /// The newest explorations first.
+    pub fn list(&self, limit: u32) -> Result<Vec<ExplorationRow>, ExploreError> {
+        Ok(self.store()?.list(limit)?)
+    }
+
+    pub fn load(&self, id: i64) -> Result<fi_explore::model::Exploration, ExploreError> {
+        Ok(self.store()?.load(id)?)
+    }
+
+    /// Two explorations, read together.
+    pub fn diff(&self, base: i64, head: i64) -> Result<report::Diff, ExploreError> {
+        let store = self.store()?;
+        let (base, head) = (store.load(base)?, store.load(head)?);
+        drop(store);
+        Ok(report::diff(&base, &head))
+    }
+
+    /// An exploration's row and one of its executions.
+    fn execution(
+        &self,
+        exploration: i64,
+        number: u32,
+    ) -> Result<(ExplorationRow, Execution), ExploreError> {
+        let x = self.store()?.load(exploration)?;
+        let e = x
+            .executions
+            .iter()
+            .find(|e| e.number == number)
+            .cloned()
+            .ok_or(ExploreError::NoExecution(exploration, number))?;
+        Ok((x.row, e))
+    }
+
+    /// The faults injected in an execution: the running one's as they happen (exploration
+    /// 0: whichever runs), a past one's from what its requests recorded.
+    pub fn injected(&self, exploration: i64, execution: u32) -> Result<Injected, ExploreError> {
+        if let Some(r) = self
+            .running()?
+            .filter(|r| exploration == 0 || r.id == exploration)
+        {
+            let injected = r.injected.lock().unwrap_or_else(|p| p.into_inner());
+            if exploration == 0 || execution == injected.0 {
+                return Ok(Injected {
+                    exploration: r.id,
+                    execution: injected.0,
+                    faults: injected.1.clone(),
+                });
+            }
+        }
+        if exploration == 0 {
+            return Err(ExploreError::NoneRunning);
+        }
+        let (_, e) = self.execution(exploration, execution)?;
+        let faults = e
+            .calls
+            .iter()
+            .filter_map(|c| {
+                c.injected.map(|fault| InjectedFault {
+                    execution,
+                    rule: 0,
+                    source: c.site.source.clone(),
+                    destination: c.site.destination,
+                    method: c.site.method.clone(),
+                    path: c.raw_path.clone(),
+                    fault,
+                })
+            })
+            .collect();
+        Ok(Injected {
+            exploration,
+            execution,
+            faults,
+        })
+    }
+
+    pub(super) fn save_execution(&self, id: i64, execution: &Execution) {
+        let saved = self
+            .store()
+            .and_then(|s| Ok(s.save_execution(id, execution)?));
+        if let Err(e) = saved {
+            tracing::error!("storing execution {}: {e}", execution.number);
+        }
+    }
+
+    pub(super) fn save_graph(&self, id: i64, graph: &fi_explore::model::GraphSnapshot) {
+        let saved = self.store().and_then(|s| Ok(s.save_graph(id, graph)?));
+        if let Err(e) = saved {
+            tracing::warn!("saving the call graph: {e}");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! One exploration from start to end: its resources (the test cgroup, the target lease,
+//! the faults file), the search loop (or the one replayed plan), and the progress it
+//! records and publishes after each execution.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use fi_explore::{
+    model::{Execution, ExploreConfig, GraphEdge, GraphSnapshot, Outcome, SiteCall, Status},
+    search::{Next, Search, SearchConfig},
+};
+
+use super::{
+    execution,
+    lifecycle::{ExploreError, Explorer, Mode, Progress, Running},
+    netns,
+};
+use crate::{control::Lease, targets::TargetInfo};
+
+/// An exploration's resources and tallies.
+pub(super) struct Run {
+    pub(super) explorer: Arc<Explorer>,
+    pub(super) running: Arc<Running>,
+    pub(super) config: ExploreConfig,
+    /// (cgroup relative path, label), the test's first.
+    pub(super) sources: Vec<(String, String)>,
+    /// The test cgroup and the targets, targeted while the run lives.
+    _lease: Lease,
+    pub(super) test_cgroup: PathBuf,
+    pub(super) faults_file: PathBuf,
+    started: Instant,
+    /// Addresses of the targets' containers -> their labels, for the report.
+    names: BTreeMap<String, String>,
+    run_durations: Vec<Duration>,
+    failures: u32,
+    done: u32,
+}
+
+impl Run {
+    pub(super) async fn new(
+        explorer: &Arc<Explorer>,
+        running: &Arc<Running>,
+        config: ExploreConfig,
+    ) -> Result<Run, ExploreError> {
+        let id = running.id;
+        let control = &explorer.control;
+        let mount = control.mount().to_owned();
+        // Below the sock_ops cgroup, so that the test's connections are attributed.
+        let test_cgroup = crate::instance::test_cgroup(&explorer.cgroup_parent, id);
+        let rel = test_cgroup
+            .strip_prefix(&mount)
+            .map(|p| format!("/{}", p.display()))
+            .unwrap_or_else(|_| test_cgroup.display().to_string());
+        let setup = |path: &PathBuf| {
+            std::fs::create_dir_all(path).map_err(|source| ExploreError::Setup {
+                path: path.clone(),
+                source,
+            })
+        };
+        setup(&test_cgroup)?;
+        let dir = crate::instance::runtime_dir(&explorer.runtime_dir, id);
+        setup(&dir)?;
+        let specs: Vec<String> = std::iter::once(rel)
+            .chain(config.targets.iter().cloned())
+            .collect();
+        let lease = control
+            .lease_targets(&specs)
+            .map_err(|e| ExploreError::Invalid {
+                field: "targets",
+                reason: e.to_string(),
+            })?;
+        let leased: &[TargetInfo] = lease.targets();
+        // The test's cgroup as the registry spells cgroup paths, then the targets'.
+        let mut sources = Vec::new();
+        let mut names = BTreeMap::new();
+        for (i, info) in leased.iter().enumerate() {
+            if i == 0 {
+                sources.push((
+                    info.cgroup.clone(),
+                    fi_explore::model::TEST_SOURCE.to_owned(),
+                ));
+                continue;
+            }
+            let name = label(&config.targets[i - 1]);
+            sources.push((info.cgroup.clone(), name.clone()));
+            let dir = mount.join(info.cgroup.trim_start_matches('/'));
+            let addresses = tokio::task::spawn_blocking(move || netns::container_addresses(&dir))
+                .await
+                .unwrap_or_default();
+            for ip in addresses {
+                names.insert(ip.to_string(), name.clone());
+            }
+        }
+        Ok(Run {
+            explorer: Arc::clone(explorer),
+            running: Arc::clone(running),
+            config,
+            sources,
+            _lease: lease,
+            test_cgroup,
+            faults_file: dir.join("injected-faults.jsonl"),
+            started: Instant::now(),
+            names,
+            run_durations: Vec::new(),
+            failures: 0,
+            done: 0,
+        })
+    }
+
+    /// Gives back what the run took: its processes, its cgroup, its files. The lease goes
+    /// with the run.
+    pub(super) async fn teardown(self) {
+        super::spawn::remove_cgroup(&self.test_cgroup).await;
+        if let Some(dir) = self.faults_file.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    pub(super) fn cancelled(&self) -> bool {
+        self.running.is_cancelled() || *self.explorer.control.stopping().borrow()
+    }
+
+    /// Runs the search (or the replay) to its end: the final status.
+    pub(super) async fn go(&mut self, mode: Mode) -> (Status, Option<String>) {
+        match mode {
+            Mode::Replay(plan) => {
+                let execution = execution::execute(self, &plan, 1).await;
+                self.snapshot_graph(&execution.calls);
+                self.finish_execution(execution, 0);
+                if self.cancelled() {
+                    return (
+                        Status::Interrupted,
+                        Some("cancelled or daemon stopping".into()),
+                    );
+                }
+                (Status::Finished, None)
+            }
+            Mode::Explore => self.search().await,
+        }
+    }
+
+    async fn search(&mut self) -> (Status, Option<String>) {
+        let mut search = Search::new(SearchConfig {
+            faults: self.config.faults.clone(),
+            reduction: self.config.reduction,
+            max_executions: self.config.max_executions,
+            test_requests: self.config.test_requests,
+        });
+        let mut number = 0u32;
+        while let Some(next) = search.next_step() {
+            if self.cancelled() {
+                return self.stopped_status();
+            }
+            let mut execution = match next {
+                Next::Run(plan) => {
+                    let mut e = execution::execute(self, &plan, number).await;
+                    if e.outcome == Outcome::Interrupted {
+                        self.finish_execution(e, search.pending() as u32);
+                        return self.stopped_status();
+                    }
+                    let notes = search.record(&plan, number, &e.outcome, &e.calls);
+                    e.notes.extend(notes);
+                    if plan.is_reference() {
+                        self.snapshot_graph(&e.calls);
+                    }
+                    e
+                }
+                Next::Prune(plan, pruned) => Execution {
+                    pruned: Some(pruned),
+                    outcome: Outcome::Pruned,
+                    ..execution::empty(number, plan)
+                },
+            };
+            let reference_failed = number == 0 && execution.outcome != Outcome::Passed;
+            if reference_failed {
+                execution
+                    .notes
+                    .push("the test must pass without faults before fi can explore".into());
+            }
+            let described = execution.outcome.describe();
+            self.finish_execution(execution, search.pending() as u32);
+            number += 1;
+            if reference_failed {
+                return (
+                    Status::Failed,
+                    Some(format!(
+                        "the reference run (no fault) did not pass ({described}): fix the \
+                         test or the services first; its output is in execution 0"
+                    )),
+                );
+            }
+        }
+        if search.truncated() {
+            return (
+                Status::Finished,
+                Some(format!(
+                    "stopped at --max-executions {} with {} plans not run",
+                    self.config.max_executions,
+                    search.pending()
+                )),
+            );
+        }
+        (Status::Finished, None)
+    }
+
+    fn stopped_status(&self) -> (Status, Option<String>) {
+        if *self.explorer.control.stopping().borrow() {
+            (
+                Status::Interrupted,
+                Some("the daemon stopped while it ran".into()),
+            )
+        } else {
+            (Status::Cancelled, Some("cancelled".into()))
+        }
+    }
+
+    fn snapshot_graph(&self, calls: &[SiteCall]) {
+        let graph = GraphSnapshot {
+            edges: calls
+                .iter()
+                .map(|c| GraphEdge {
+                    source: c.site.source.clone(),
+                    destination: c.site.destination,
+                    method: c.site.method.clone(),
+                    path: c.site.path.clone(),
+                    response: c.response,
+                })
+                .collect(),
+            names: self.names.clone(),
+        };
+        self.explorer.save_graph(self.running.id, &graph);
+    }
+
+    /// Stores an execution and tells watchers.
+    fn finish_execution(&mut self, execution: Execution, pending: u32) {
+        if execution.outcome != Outcome::Pruned {
+            self.run_durations
+                .push(Duration::from_millis(execution.duration_ms));
+        }
+        if execution.outcome.is_failure() {
+            self.failures += 1;
+        }
+        self.done += 1;
+        self.explorer.save_execution(self.running.id, &execution);
+        let mean = if self.run_durations.is_empty() {
+            Duration::ZERO
+        } else {
+            self.run_durations.iter().sum::<Duration>() / self.run_durations.len() as u32
+        };
+        self.running.publish(Progress {
+            id: self.running.id,
+            status: Status::Running,
+            done: self.done,
+            known: self.done + pending,
+            failures: self.failures,
+            elapsed: self.started.elapsed(),
+            remaining: mean * pending,
+            last: Some(execution),
+            error: None,
+        });
+    }
+}
+
+/// A short name for a target: the last part of its cgroup path or the id as given.
+fn label(spec: &str) -> String {
+    spec.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(spec)
+        .to_owned()
+}
