@@ -124,7 +124,7 @@ impl CallGraph {
         *edge
             .endpoints
             .entry((
-                request.method.clone(),
+                request.method.as_str().to_owned(),
                 fi_explore::path::normalize(&request.path),
             ))
             .or_default() += 1;

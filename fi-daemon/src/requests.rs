@@ -43,7 +43,7 @@ pub struct ObservedRequest {
     pub source_cgroup_id: u64,
     pub client: SocketAddr,
     pub server: SocketAddr,
-    pub method: String,
+    pub method: Method,
     pub host: String,
     pub path: String,
     pub path_truncated: bool,
@@ -181,6 +181,11 @@ impl RequestLog {
 
     fn on_request(&mut self, e: &RequestEvent) {
         let head: &RequestHead = &e.head;
+        // The kernel reports heads of known methods only: anything else is corrupt.
+        let Some(method) = Method::from_u8(head.method) else {
+            self.decode_errors += 1;
+            return;
+        };
         let headers = (0..CAPTURE_SLOTS)
             .filter_map(|slot| {
                 let value = head.header_bytes(slot)?;
@@ -195,9 +200,7 @@ impl RequestLog {
             source_cgroup_id: e.header.cgroup_id,
             client: socket(&e.header.key.client, e.header.key.client_port),
             server: socket(&e.header.key.server, e.header.key.server_port),
-            method: Method::from_u8(head.method)
-                .map_or("?", Method::as_str)
-                .to_owned(),
+            method,
             host: text(head.host_bytes()),
             path: text(head.path_bytes()),
             path_truncated: head.flags & FLAG_PATH_TRUNCATED != 0,

@@ -74,7 +74,7 @@ fn cargo_xtask_demo_runs_to_the_end_and_leaves_nothing_behind() {
         // The exploration's findings (examples/shop/README.md).
         "failing plans (36)",
         "frontend → inventory",
-        "abort503 ✗",
+        "abort:503 ✗",
         "frontend → recommend",
         "non-idempotent request repeated",
         "HTML report: ",

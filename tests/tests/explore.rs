@@ -80,7 +80,7 @@ fn describe_single(e: &Value) -> Option<(String, String, String, u64, String)> {
 
 fn fault_name(f: &Value) -> String {
     match f["kind"].as_str().unwrap_or("?") {
-        "abort" => format!("abort{}", f["status"]),
+        "abort" => format!("abort:{}", f["status"]),
         other => other.to_owned(),
     }
 }
@@ -105,7 +105,7 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
         &shop.shop_test(),
         &["--faults", "default,response-lost"],
     );
-    let all = ["abort500", "abort503", "reset", "response-lost", "timeout"];
+    let all = ["abort:500", "abort:503", "reset", "response-lost", "timeout"];
     check_shop_findings(&shop, &report, &all);
     let id = report["id"].as_i64().expect("exploration id");
     let executions = report["executions"].as_array().expect("executions");
@@ -284,10 +284,10 @@ fn two_explorations_in_two_labs_at_once_each_find_exactly_their_own_results() {
             check_shop_findings(&shop, &report, faults);
         })
     };
-    let first = explore_shop(&["reset", "abort503"]);
-    let second = explore_shop(&["abort500", "response-lost"]);
+    let first = explore_shop(&["reset", "abort:503"]);
+    let second = explore_shop(&["abort:500", "response-lost"]);
     let results = [first.join(), second.join()];
-    for (name, result) in ["reset,abort503", "abort500,response-lost"]
+    for (name, result) in ["reset,abort:503", "abort:500,response-lost"]
         .iter()
         .zip(results)
     {
@@ -319,7 +319,7 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
     let lab = Lab::new();
     let mut deep = Example::deep(&lab);
     let daemon = start_daemon(&lab, &deep, &[]);
-    let faults = ["--faults", "reset,abort503"];
+    let faults = ["--faults", "reset,abort:503"];
     let reduced = explore(&daemon, &deep, &deep.deep_test(), &faults);
     let mut options = faults.to_vec();
     options.push("--no-reduction");
@@ -327,7 +327,7 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
     let runs = |r: &Value| r["summary"]["runs"].as_u64().expect("runs");
     let pruned = |r: &Value| r["summary"]["pruned"].as_u64().expect("pruned");
     println!(
-        "deep example, faults reset+abort503: {} executions without reduction, {} with \
+        "deep example, faults reset+abort:503: {} executions without reduction, {} with \
          reduction ({} pruned)",
         runs(&full),
         runs(&reduced),
@@ -444,7 +444,7 @@ fn reduction_runs_fewer_executions_on_the_deep_example_and_finds_the_same_failur
         .collect();
     assert!(
         new.iter()
-            .any(|p| p.starts_with("abort503 on gateway → GET") && p.ends_with("/orders")),
+            .any(|p| p.starts_with("abort:503 on gateway → GET") && p.ends_with("/orders")),
         "{diff:#}"
     );
     assert!(

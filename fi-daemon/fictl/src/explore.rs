@@ -59,8 +59,8 @@ pub struct RunArgs {
     /// (repeatable). The test command's own requests are always explored.
     #[arg(long = "target", value_name = "CONTAINER")]
     targets: Vec<String>,
-    /// The fault set, comma-separated: reset, timeout, abort<STATUS>, delay<DURATION>,
-    /// response-lost, and `default` (reset, timeout, abort500, abort503).
+    /// The fault set, comma-separated: reset, timeout, abort:STATUS, delay:DURATION,
+    /// response-lost, and `default` (reset, timeout, abort:500, abort:503).
     #[arg(long, default_value = "default", value_parser = parse_fault_set)]
     faults: FaultSet,
     /// Executions at most, the reference run included.
