@@ -894,8 +894,10 @@ impl RequestFollowers {
                 }
                 let slot = self.count as usize;
                 if slot < FOLLOWERS {
-                    // SAFETY: distinct fields: they never overlap. An explicit copy
-                    // keeps LLVM from staging 472 bytes on the BPF stack.
+                    // SAFETY: `self.parser.out` and `self.heads[slot]` (slot < FOLLOWERS,
+                    // checked above) are distinct fields of `self`: both valid, aligned
+                    // RequestHeads that never overlap. An explicit copy keeps LLVM from
+                    // staging 472 bytes on the BPF stack.
                     unsafe {
                         core::ptr::copy_nonoverlapping(&self.parser.out, &mut self.heads[slot], 1)
                     };
