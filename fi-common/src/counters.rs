@@ -40,6 +40,8 @@ pub enum Counter {
     /// Delayed requests put back into the path.
     Reinjected = 14,
 }
+// The discriminant is the u32 key of the array.
+const _: () = assert!(core::mem::size_of::<Counter>() == 4);
 
 /// Number of slots in the counter array.
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;

@@ -231,6 +231,16 @@ pub struct RequestDigest {
     /// Hash of each captured header's value (valid when the header is present).
     pub header_hash: [u64; crate::http::CAPTURE_SLOTS],
 }
+// path_prefix, path_hash, path_len, the four u8 fields, host_suffix, header_hash; no padding.
+const _: () = assert!(
+    core::mem::size_of::<RequestDigest>()
+        == (crate::http::PATH_LEN + 1) * 8
+            + 8
+            + 4
+            + 4
+            + HOST_LABELS * 8
+            + crate::http::CAPTURE_SLOTS * 8
+);
 
 impl RequestDigest {
     pub const fn new() -> RequestDigest {

@@ -104,6 +104,11 @@ pub static FI_JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
 #[map(name = "FI_SCRATCH")]
 pub static FI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+// The kernel refuses a per-CPU map whose value is larger than 32 KiB (PCPU_MIN_UNIT_SIZE):
+// the object would fail to load, at start-up, on every machine. Fail the build instead.
+const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
+const _: () = assert!(core::mem::size_of::<Tail>() == 40 + 6 * 4);
+
 /// Adds `by` to a per-CPU counter. Per-CPU slots need no atomics: a program runs to
 /// completion on one CPU without preemption by another instance on that CPU.
 #[inline(always)]
