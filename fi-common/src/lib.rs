@@ -11,6 +11,7 @@ pub mod csum;
 pub mod event;
 pub mod flow;
 pub mod http;
+pub mod maps;
 pub mod rule;
 #[cfg(feature = "user")]
 pub mod user;

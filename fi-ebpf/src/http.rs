@@ -23,14 +23,15 @@ use fi_common::{
         CaptureConfig, FOLLOWERS, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN,
         method_prefix, status_prefix,
     },
+    maps::{JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS},
     rule::Fault,
 };
 
 use crate::{
     faults,
     maps::{
-        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS,
-        JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump, daemon_alive,
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS, Scratch,
+        Tail, bump, daemon_alive,
     },
     packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
 };
