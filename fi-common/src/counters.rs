@@ -3,7 +3,7 @@
 //! The array is indexed by [`Counter`]; user space sums the per-CPU values.
 
 /// Name of the per-CPU counter map in the eBPF object.
-pub const COUNTERS_MAP: &str = "FI_COUNTERS";
+pub const COUNTERS_MAP: &str = crate::maps::FI_COUNTERS;
 
 /// One slot of the counter array. The discriminant is the array index.
 #[repr(u32)]
@@ -40,6 +40,8 @@ pub enum Counter {
     /// Delayed requests put back into the path.
     Reinjected = 14,
 }
+// The discriminant is the u32 key of the array.
+const _: () = assert!(core::mem::size_of::<Counter>() == 4);
 
 /// Number of slots in the counter array.
 pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;

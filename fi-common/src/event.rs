@@ -7,11 +7,11 @@ use crate::{
 };
 
 /// The ring buffer.
-pub const EVENTS_MAP: &str = "FI_EVENTS";
+pub const EVENTS_MAP: &str = crate::maps::FI_EVENTS;
 /// Its size in bytes (power of two, multiple of the page size): about 7,000 requests.
 pub const EVENTS_BYTES: u32 = 4 << 20;
 /// The one-entry array holding the [`crate::http::CaptureConfig`].
-pub const CAPTURE_MAP: &str = "FI_CAPTURE";
+pub const CAPTURE_MAP: &str = crate::maps::FI_CAPTURE;
 
 pub const EVENT_REQUEST: u32 = 1;
 pub const EVENT_RESPONSE: u32 = 2;
@@ -43,7 +43,7 @@ const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 24 + HELD_PACKET
 /// One-entry array: the ifindex of the daemon's injector interface. A held packet is
 /// redirected there (and discarded) rather than dropped: at an egress hook a drop is
 /// reported to the sending TCP as "not sent", a redirect as sent.
-pub const INJECTOR_MAP: &str = "FI_INJECTOR";
+pub const INJECTOR_MAP: &str = crate::maps::FI_INJECTOR;
 
 /// skb->mark of a packet the daemon sends to the injector: `INJECT_MARK | claim`.
 pub const INJECT_MARK: u32 = 0xf100_0000;

@@ -561,6 +561,8 @@ pub struct RequestParser {
     /// Hashes for rule matching, computed on the way.
     pub digest: RequestDigest,
 }
+// The head state, the head, the digest; no padding (the digest is 8-aligned at 488).
+const _: () = assert!(core::mem::size_of::<RequestParser>() == 16 + 472 + 1144);
 
 impl RequestParser {
     /// A parser for a request whose "METHOD " prefix (`prefix_len` bytes) was recognized.
@@ -744,6 +746,7 @@ pub struct ResponseParser {
     pub head: HeadState,
     pub out: ResponseHead,
 }
+const _: () = assert!(core::mem::size_of::<ResponseParser>() == 16 + 16);
 
 impl ResponseParser {
     pub const fn new(status: u16, version_minor: u8) -> ResponseParser {
@@ -843,6 +846,8 @@ pub struct RequestFollowers {
     pub parser: RequestParser,
     pub heads: [RequestHead; FOLLOWERS],
 }
+// 24 bytes of state, the parser, the heads; no padding.
+const _: () = assert!(core::mem::size_of::<RequestFollowers>() == 24 + 1632 + FOLLOWERS * 472);
 
 impl RequestFollowers {
     /// Ready for the bytes after the first message, in place (too large to build by value
@@ -894,8 +899,10 @@ impl RequestFollowers {
                 }
                 let slot = self.count as usize;
                 if slot < FOLLOWERS {
-                    // SAFETY: distinct fields: they never overlap. An explicit copy
-                    // keeps LLVM from staging 472 bytes on the BPF stack.
+                    // SAFETY: `self.parser.out` and `self.heads[slot]` (slot < FOLLOWERS,
+                    // checked above) are distinct fields of `self`: both valid, aligned
+                    // RequestHeads that never overlap. An explicit copy keeps LLVM from
+                    // staging 472 bytes on the BPF stack.
                     unsafe {
                         core::ptr::copy_nonoverlapping(&self.parser.out, &mut self.heads[slot], 1)
                     };
@@ -956,6 +963,8 @@ pub struct ResponseFollowers {
     pub parser: ResponseParser,
     pub heads: [ResponseHead; FOLLOWERS],
 }
+// 32 bytes of state (with the prefix and methods), the parser, the heads; no padding.
+const _: () = assert!(core::mem::size_of::<ResponseFollowers>() == 32 + 32 + FOLLOWERS * 16);
 
 impl ResponseFollowers {
     #[inline(always)]

@@ -10,20 +10,20 @@
 use crate::flow::{CGROUP_LEVELS, FlowKey, FlowState};
 
 /// Array of [`Rule`], [`MAX_RULES`] slots, in precedence order.
-pub const RULES_MAP: &str = "FI_RULES";
+pub const RULES_MAP: &str = crate::maps::FI_RULES;
 /// One-entry array: how many leading slots of [`RULES_MAP`] are in use.
-pub const RULE_COUNT_MAP: &str = "FI_RULE_COUNT";
+pub const RULE_COUNT_MAP: &str = crate::maps::FI_RULE_COUNT;
 /// Hash map rule id -> [`RuleStats`], updated atomically by the kernel.
-pub const RULE_STATS_MAP: &str = "FI_RULE_STATS";
+pub const RULE_STATS_MAP: &str = crate::maps::FI_RULE_STATS;
 /// Array of [`AbortResponse`], by rule slot: the bytes an abort rule answers with.
-pub const RESPONSES_MAP: &str = "FI_RESPONSES";
+pub const RESPONSES_MAP: &str = crate::maps::FI_RESPONSES;
 pub const MAX_RULES: u32 = 256;
 
 /// One-entry array: CLOCK_MONOTONIC ns of the daemon's last heartbeat (0: none yet).
 /// The dead-man switch: the programs treat every rule and every fault a flow carries as
 /// absent once the heartbeat is older than [`HEARTBEAT_BOUND_NS`], so a daemon that dies
 /// or hangs stops injecting within that bound, however its programs are attached.
-pub const HEARTBEAT_MAP: &str = "FI_HEARTBEAT";
+pub const HEARTBEAT_MAP: &str = crate::maps::FI_HEARTBEAT;
 /// How old a heartbeat may be before the programs stop injecting.
 pub const HEARTBEAT_BOUND_NS: u64 = 1_000_000_000;
 /// How often the daemon beats: ten times within the bound.
@@ -231,6 +231,16 @@ pub struct RequestDigest {
     /// Hash of each captured header's value (valid when the header is present).
     pub header_hash: [u64; crate::http::CAPTURE_SLOTS],
 }
+// path_prefix, path_hash, path_len, the four u8 fields, host_suffix, header_hash; no padding.
+const _: () = assert!(
+    core::mem::size_of::<RequestDigest>()
+        == (crate::http::PATH_LEN + 1) * 8
+            + 8
+            + 4
+            + 4
+            + HOST_LABELS * 8
+            + crate::http::CAPTURE_SLOTS * 8
+);
 
 impl RequestDigest {
     pub const fn new() -> RequestDigest {

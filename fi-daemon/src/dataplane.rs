@@ -11,18 +11,23 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, ProgramArray, RingBuf,
+    },
     programs::{
         CgroupAttachMode, LinkOrder, ProgramError, SchedClassifier, SockOps, TcAttachType,
         tc::TcAttachOptions,
     },
 };
 use fi_common::{
-    counters::{COUNTERS_MAP, Counter},
-    event::{CAPTURE_MAP, EVENTS_MAP, INJECTOR_MAP},
-    flow::{FLOWS_MAP, FlowKey, FlowState, TARGETS_MAP},
+    counters::Counter,
+    flow::{FlowKey, FlowState},
     http::CaptureConfig,
-    rule::{HEARTBEAT_MAP, RESPONSES_MAP, RULE_COUNT_MAP, RULE_STATS_MAP, RULES_MAP},
+    maps::{
+        FI_CAPTURE, FI_COUNTERS, FI_EVENTS, FI_FLOWS, FI_HEARTBEAT, FI_INJECTOR, FI_JUMP,
+        FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS, JUMP_REQUEST_FOLLOWERS,
+        JUMP_RESPONSE_FOLLOWERS,
+    },
 };
 
 use crate::ebpf_object;
@@ -38,12 +43,13 @@ pub mod program {
     pub const RESPONSE_FOLLOWERS: &str = "fi_resp_followers";
 }
 
-/// The program array of the tail calls, and its slots (as in fi-ebpf's maps.rs).
-const JUMP_MAP: &str = "FI_JUMP";
+/// The program in each slot of the tail calls' program array ([`FI_JUMP`]).
 const JUMP_SLOTS: [(u32, &str); 2] = [
-    (0, program::REQUEST_FOLLOWERS),
-    (1, program::RESPONSE_FOLLOWERS),
+    (JUMP_REQUEST_FOLLOWERS, program::REQUEST_FOLLOWERS),
+    (JUMP_RESPONSE_FOLLOWERS, program::RESPONSE_FOLLOWERS),
 ];
+// Every slot of the array is filled.
+const _: () = assert!(JUMP_SLOTS.len() == fi_common::maps::JUMP_SLOTS as usize);
 
 /// Failures of loading or attaching fi's programs.
 #[derive(Debug, thiserror::Error)]
@@ -142,13 +148,8 @@ impl DataPlane {
     /// Loads a given eBPF object; [`DataPlane::load`] uses the embedded one.
     pub fn load_object(object: &[u8], capture: &CaptureConfig) -> Result<Self, DataPlaneError> {
         let mut ebpf = Ebpf::load(object).map_err(|e| DataPlaneError::Load(Box::new(e)))?;
-        let map_err = |name: &'static str| move |source| DataPlaneError::Map { name, source };
-        let mut config: Array<_, CaptureConfig> = ebpf
-            .map_mut(CAPTURE_MAP)
-            .ok_or(DataPlaneError::MissingMap { name: CAPTURE_MAP })?
-            .try_into()
-            .map_err(map_err(CAPTURE_MAP))?;
-        config.set(0, capture, 0).map_err(map_err(CAPTURE_MAP))?;
+        let mut config: Array<_, CaptureConfig> = map_mut(&mut ebpf, FI_CAPTURE)?;
+        config.set(0, capture, 0).map_err(map_error(FI_CAPTURE))?;
         for name in [
             program::TC_EGRESS,
             program::TC_INGRESS,
@@ -173,13 +174,7 @@ impl DataPlane {
 
         // The tail calls. The handle is kept: the kernel empties a program array when user
         // space lets go of it.
-        let jump_map = ebpf
-            .take_map(JUMP_MAP)
-            .ok_or(DataPlaneError::MissingMap { name: JUMP_MAP })?;
-        let mut jump = ProgramArray::try_from(jump_map).map_err(|source| DataPlaneError::Map {
-            name: JUMP_MAP,
-            source,
-        })?;
+        let mut jump: ProgramArray<_> = take_map(&mut ebpf, FI_JUMP)?;
         for (slot, name) in JUMP_SLOTS {
             let fd = classifier(&mut ebpf, name)?.fd().map_err(|source| {
                 DataPlaneError::LoadProgram {
@@ -187,20 +182,10 @@ impl DataPlane {
                     source: Box::new(source),
                 }
             })?;
-            jump.set(slot, fd, 0)
-                .map_err(|source| DataPlaneError::Map {
-                    name: JUMP_MAP,
-                    source,
-                })?;
+            jump.set(slot, fd, 0).map_err(map_error(FI_JUMP))?;
         }
 
-        let map = ebpf
-            .take_map(COUNTERS_MAP)
-            .ok_or(DataPlaneError::MissingMap { name: COUNTERS_MAP })?;
-        let counters = PerCpuArray::try_from(map).map_err(|source| DataPlaneError::Map {
-            name: COUNTERS_MAP,
-            source,
-        })?;
+        let counters = take_map(&mut ebpf, FI_COUNTERS)?;
         Ok(Self {
             ebpf,
             _jump: jump,
@@ -270,12 +255,10 @@ impl DataPlane {
         Counter::ALL
             .iter()
             .map(|&counter| {
-                let per_cpu = self.counters.get(&counter.index(), 0).map_err(|source| {
-                    DataPlaneError::Map {
-                        name: COUNTERS_MAP,
-                        source,
-                    }
-                })?;
+                let per_cpu = self
+                    .counters
+                    .get(&counter.index(), 0)
+                    .map_err(map_error(FI_COUNTERS))?;
                 Ok((counter, per_cpu.iter().sum()))
             })
             .collect()
@@ -284,30 +267,16 @@ impl DataPlane {
     /// The dead-man switch's heartbeat: the programs inject only while the last beat is
     /// younger than `HEARTBEAT_BOUND_NS` (1 s). The daemon beats every 100 ms.
     pub fn beat(&mut self) -> Result<(), DataPlaneError> {
-        let name = HEARTBEAT_MAP;
-        let mut map: Array<_, u64> = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataPlaneError::MissingMap { name })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let mut map: Array<_, u64> = map_mut(&mut self.ebpf, FI_HEARTBEAT)?;
         let now = crate::rules::monotonic_now().as_nanos() as u64;
-        map.set(0, now, 0)
-            .map_err(|source| DataPlaneError::Map { name, source })
+        map.set(0, now, 0).map_err(map_error(FI_HEARTBEAT))
     }
 
     /// Attaches the re-injector to the egress of the daemon's injector interface, and
     /// tells the TC programs where to send the packets they hold.
     pub fn attach_injector(&mut self, interface: &str, ifindex: u32) -> Result<(), DataPlaneError> {
-        let name = INJECTOR_MAP;
-        let mut map: Array<_, u32> = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataPlaneError::MissingMap { name })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })?;
-        map.set(0, ifindex, 0)
-            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let mut map: Array<_, u32> = map_mut(&mut self.ebpf, FI_INJECTOR)?;
+        map.set(0, ifindex, 0).map_err(map_error(FI_INJECTOR))?;
         let program = program::REINJECT;
         classifier(&mut self.ebpf, program)?
             .attach_with_options(
@@ -331,45 +300,22 @@ impl DataPlane {
 
     /// The rule maps, for [`crate::rules::Rules`]. Once.
     pub fn take_rule_maps(&mut self) -> Result<crate::rules::KernelRules, DataPlaneError> {
-        fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-            ebpf: &mut Ebpf,
-            name: &'static str,
-        ) -> Result<T, DataPlaneError> {
-            let map = ebpf
-                .take_map(name)
-                .ok_or(DataPlaneError::MissingMap { name })?;
-            T::try_from(map).map_err(|source| DataPlaneError::Map { name, source })
-        }
         Ok(crate::rules::KernelRules {
-            rules: take(&mut self.ebpf, RULES_MAP)?,
-            count: take(&mut self.ebpf, RULE_COUNT_MAP)?,
-            stats: take(&mut self.ebpf, RULE_STATS_MAP)?,
-            responses: take(&mut self.ebpf, RESPONSES_MAP)?,
+            rules: take_map(&mut self.ebpf, FI_RULES)?,
+            count: take_map(&mut self.ebpf, FI_RULE_COUNT)?,
+            stats: take_map(&mut self.ebpf, FI_RULE_STATS)?,
+            responses: take_map(&mut self.ebpf, FI_RESPONSES)?,
         })
     }
 
     /// The kernel's target map, for [`crate::targets::Targets`]. Once.
     pub fn take_targets_map(&mut self) -> Result<BpfHashMap<MapData, u64, u32>, DataPlaneError> {
-        let map = self
-            .ebpf
-            .take_map(TARGETS_MAP)
-            .ok_or(DataPlaneError::MissingMap { name: TARGETS_MAP })?;
-        BpfHashMap::try_from(map).map_err(|source| DataPlaneError::Map {
-            name: TARGETS_MAP,
-            source,
-        })
+        take_map(&mut self.ebpf, FI_TARGETS)
     }
 
     /// The ring buffer of events, for the event pump. Once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DataPlaneError> {
-        let map = self
-            .ebpf
-            .take_map(EVENTS_MAP)
-            .ok_or(DataPlaneError::MissingMap { name: EVENTS_MAP })?;
-        RingBuf::try_from(map).map_err(|source| DataPlaneError::Map {
-            name: EVENTS_MAP,
-            source,
-        })
+        take_map(&mut self.ebpf, FI_EVENTS)
     }
 
     /// Detaches the classifiers from an interface (e.g. one that is going away).
@@ -394,12 +340,12 @@ impl DataPlane {
 
     /// The kernel's flow map, read-only.
     fn flows_map(&self) -> Result<BpfHashMap<&MapData, FlowKey, FlowState>, DataPlaneError> {
-        let name = FLOWS_MAP;
+        let name = FI_FLOWS;
         self.ebpf
             .map(name)
             .ok_or(DataPlaneError::MissingMap { name })?
             .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })
+            .map_err(map_error(name))
     }
 
     /// Entries in use in the flow map (walks its keys: for status, not for hot paths).
@@ -416,17 +362,9 @@ impl DataPlane {
     /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks
     /// and tests that feed crafted packets of that flow.
     pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {
-        let name = FLOWS_MAP;
-        let mut flows: BpfHashMap<_, FlowKey, FlowState> = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataPlaneError::MissingMap { name })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Map { name, source })?;
+        let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         let state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
-        flows
-            .insert(key, state, 0)
-            .map_err(|source| DataPlaneError::Map { name, source })
+        flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
     }
 
     /// A loaded classifier, for `BPF_PROG_TEST_RUN` and benchmarks.
@@ -436,6 +374,34 @@ impl DataPlane {
     ) -> Result<&mut SchedClassifier, DataPlaneError> {
         classifier(&mut self.ebpf, name)
     }
+}
+
+/// Takes map `name` out of the object as a typed map that owns it (the `take_*` methods:
+/// each map is taken once, by the part of the daemon that keeps it).
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataPlaneError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataPlaneError::MissingMap { name })?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// Map `name`, left in the object, as a typed map borrowing it (to write an entry or two).
+fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, DataPlaneError>
+where
+    T: TryFrom<&'a mut Map, Error = MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(DataPlaneError::MissingMap { name })?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// Turns an error of map `name` into a [`DataPlaneError`].
+fn map_error(name: &'static str) -> impl Fn(MapError) -> DataPlaneError {
+    move |source| DataPlaneError::Map { name, source }
 }
 
 fn classifier<'a>(

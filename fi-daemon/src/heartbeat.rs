@@ -1,4 +1,5 @@
-//! The dead-man switch's heartbeat (see `fi_common::rule::HEARTBEAT_MAP`).
+//! The dead-man switch's heartbeat: the map `fi_common::maps::FI_HEARTBEAT`, written through
+//! `DataPlane::beat` (see `fi_common::rule::HEARTBEAT_BOUND_NS`).
 //!
 //! It beats from a thread of its own, every 100 ms, while the daemon is alive: the `beat`
 //! closure takes the locks every control call takes, and the async runtime has ticked

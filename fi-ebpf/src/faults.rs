@@ -48,13 +48,15 @@ unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
     if request_phase == refuse {
         return 0;
     }
-    // SAFETY: pointers to the caller's flow (map value) and key (stack), valid for the loop.
+    // SAFETY: `choose`, this callback's only caller (through bpf_loop), made them from a
+    // `&FlowState` and a `&FlowKey` that outlive its bpf_loop call; they are only read.
     let (flow, key) = unsafe { (&*c.flow, &*c.key) };
     if !matches_connection(rule, flow, key, c.now) {
         return 0;
     }
     if request_phase {
-        // SAFETY: not null: points into the per-CPU scratch map.
+        // SAFETY: checked non-null above; `choose` made it from a `&RequestParser` (in this
+        // CPU's scratch slot) that outlives its bpf_loop call; it is only read.
         let parser = unsafe { &*c.parser };
         if !matches_request(
             rule,
@@ -68,11 +70,14 @@ unsafe extern "C" fn rule_step(index: u64, ctx: *mut c_void) -> i64 {
     let Some(stats) = FI_RULE_STATS.get_ptr_mut(rule.id) else {
         return 0;
     };
-    // SAFETY: the stats value lives in a map, 8-aligned; every CPU updates it only with
-    // atomic instructions.
+    // SAFETY: the lookup succeeded, so `stats` points to a live, 8-aligned RuleStats in
+    // FI_RULE_STATS, valid until this program returns. `&raw mut` makes pointers to its
+    // fields without creating a reference, so other CPUs updating them at the same time
+    // (only with atomic instructions, `fetch_add`) do not conflict with it.
     let (matched, injected) = unsafe { (&raw mut (*stats).matched, &raw mut (*stats).injected) };
     let occurrence = fetch_add(matched, 1) + 1;
-    // SAFETY: no arguments.
+    // SAFETY: bpf_get_prandom_u32 takes no arguments and touches no memory of ours; it is
+    // unsafe only as a foreign function.
     let random = unsafe { bpf_get_prandom_u32() } % 1_000_000;
     if !gates_open(rule, occurrence, random) {
         return 0;
@@ -176,7 +181,9 @@ pub fn vanish() -> i32 {
     if injector == 0 {
         return TCX_DROP;
     }
-    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    // SAFETY: bpf_redirect takes an ifindex and flags, no pointers: it only records where
+    // the current packet goes, and the TCX_REDIRECT it returns is this program's verdict (a
+    // bad ifindex makes the kernel drop the packet, nothing worse).
     unsafe { bpf_redirect(injector, 0) as i32 }
 }
 
@@ -208,7 +215,9 @@ pub fn on_request(
     direction: u32,
     now: u64,
 ) -> Option<Injected> {
-    // SAFETY: reading a field of our own context.
+    // SAFETY: `ctx.skb.skb` is the `__sk_buff` the kernel passed to this program: non-null,
+    // aligned and readable for the whole invocation; the field is read at its constant
+    // offset, as the verifier requires of context accesses.
     if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
         // A request larger than one segment (GSO): rewriting it is not supported.
         bump(Counter::FaultsSkipped, 1);

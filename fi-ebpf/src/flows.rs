@@ -44,8 +44,10 @@ fn flow_key(ctx: &SockOpsContext) -> Option<FlowKey> {
             v4_mapped(ctx.remote_ip4().to_ne_bytes()),
         ),
         AF_INET6 => {
-            // SAFETY: `ops` is the context the kernel passed; each field is read at its own
-            // constant offset (the verifier refuses a moved context pointer).
+            // SAFETY: `ctx.ops` is the `bpf_sock_ops` the kernel passed to this program:
+            // non-null, aligned and readable for the whole invocation. Each field is then
+            // read on its own at its constant offset (`read_word`), as the verifier
+            // requires of context accesses.
             let ops = unsafe { &*ctx.ops };
             (
                 ip6_bytes([
@@ -76,7 +78,9 @@ fn flow_key(ctx: &SockOpsContext) -> Option<FlowKey> {
 /// A 32-bit context field, read exactly once where it is.
 #[inline(always)]
 fn read_word(field: &u32) -> u32 {
-    // SAFETY: a reference to a field of the context is valid to read.
+    // SAFETY: `field` is a shared reference to a u32, so it is non-null, aligned and
+    // readable; volatile only keeps the compiler from merging or moving the load (the
+    // verifier accepts only the field's own 4-byte load on this context).
     unsafe { core::ptr::read_volatile(field) }
 }
 
@@ -111,7 +115,9 @@ fn ip6_bytes(words: [u32; 4]) -> [u8; 16] {
 /// owner's. The SYN has not been sent yet, so the flow is known before its first packet.
 fn on_connect(ctx: &SockOpsContext) {
     let Some(key) = flow_key(ctx) else { return };
-    // SAFETY: helpers without memory arguments; the context pointer is the program's own.
+    // SAFETY: bpf_get_socket_cookie only reads the socket behind the context pointer the
+    // kernel gave this program, and bpf_get_current_cgroup_id takes nothing; neither writes
+    // memory of ours.
     let (cookie, cgroup_id) = unsafe {
         (
             bpf_get_socket_cookie(ctx.as_ptr()),
@@ -121,7 +127,8 @@ fn on_connect(ctx: &SockOpsContext) {
     let mut ancestors = [0u64; CGROUP_LEVELS];
     let mut level = 0;
     while level < CGROUP_LEVELS {
-        // SAFETY: as above; a level past the cgroup's depth gives 0.
+        // SAFETY: the helper takes an integer level and reads only kernel state; a level
+        // past the cgroup's depth gives 0.
         ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
         level += 1;
     }
@@ -140,9 +147,13 @@ fn on_close(ctx: &SockOpsContext) {
     let Some(flow) = FI_FLOWS.get_ptr(&key) else {
         return;
     };
-    // SAFETY: a pointer from a successful lookup, valid during this invocation.
+    // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS; the
+    // kernel frees map elements only after an RCU grace period, so it stays valid until
+    // this program returns, and FlowState is integers only, valid for any bits. It is only
+    // read.
     let flow = unsafe { &*flow };
-    // SAFETY: a helper without memory arguments; the context pointer is the program's own.
+    // SAFETY: bpf_get_socket_cookie only reads the socket behind the context pointer the
+    // kernel gave this program; it writes no memory of ours.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     if flow.cookie != cookie {
         // The same addresses and ports, but another connection (made after this one's
@@ -155,7 +166,8 @@ fn on_close(ctx: &SockOpsContext) {
             header: EventHeader {
                 kind: EVENT_FLOW_CLOSED,
                 ifindex: 0,
-                // SAFETY: no arguments.
+                // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of
+                // ours; it is unsafe only as a foreign function.
                 ts_ns: unsafe { bpf_ktime_get_ns() },
                 cookie: flow.cookie,
                 cgroup_id: flow.cgroup_id,

@@ -23,14 +23,15 @@ use fi_common::{
         CaptureConfig, FOLLOWERS, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN,
         method_prefix, status_prefix,
     },
+    maps::{JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS},
     rule::Fault,
 };
 
 use crate::{
     faults,
     maps::{
-        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS,
-        JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS, Scratch, Tail, bump, daemon_alive,
+        FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS, Scratch,
+        Tail, bump, daemon_alive,
     },
     packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
 };
@@ -38,7 +39,9 @@ use crate::{
 /// Looks at one packet at a TC hook; returns the verdict (TCX_NEXT unless a fault acts).
 #[inline(always)]
 pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
-    // SAFETY: reading fields of the context the kernel gave us.
+    // SAFETY: `ctx.skb.skb` is the `__sk_buff` the kernel passed to this program: non-null,
+    // aligned and readable for the whole invocation; each field is read at its constant
+    // offset, as the verifier requires of context accesses.
     let (ifindex, mark) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).mark) };
     if mark == REINJECTED_MARK {
         // A delayed request the daemon put back: let it go, once.
@@ -47,7 +50,11 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
         if let Some(segment) = tcp_segment(ctx)
             && let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key)
         {
-            // SAFETY: a pointer from a successful lookup, valid during this invocation.
+            // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS:
+            // the kernel frees map elements only after an RCU grace period, so it stays
+            // valid until this program returns, even if user space deletes the entry
+            // meanwhile; FlowState is integers only, valid for any bits. It may be written
+            // in place.
             unsafe { (*flow).fault_state &= !FAULT_HOLDING };
         }
         return TCX_NEXT;
@@ -58,7 +65,10 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
     let here = claim(ifindex, direction);
 
     if let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key) {
-        // SAFETY: a pointer from a successful lookup, valid during this invocation.
+        // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS: the
+        // kernel frees map elements only after an RCU grace period, so it stays valid until
+        // this program returns, even if user space deletes the entry meanwhile; FlowState
+        // is integers only, valid for any bits.
         let flow = unsafe { &mut *flow };
         if flow.claim == 0 {
             // The first hook that sees the client's packets parses its requests.
@@ -87,9 +97,13 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
             let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
                 return TCX_NEXT;
             };
-            // SAFETY: a pointer from a successful lookup, valid during this invocation.
+            // SAFETY: the lookup succeeded: this CPU's slot of FI_SCRATCH, valid until this
+            // program returns and touched by nothing else meanwhile (a program runs to
+            // completion on its CPU; see `Scratch`); it is integers only, valid for any
+            // bits.
             let scratch = unsafe { &mut *scratch };
-            // SAFETY: no arguments.
+            // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it
+            // is unsafe only as a foreign function.
             let now = unsafe { bpf_ktime_get_ns() };
             if let Some(verdict) =
                 faults::on_syn(ctx, flow, &segment, scratch, ifindex, direction, now)
@@ -106,11 +120,14 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
     let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
         return TCX_NEXT;
     };
-    // SAFETY: a pointer from a successful lookup, valid during this invocation.
+    // SAFETY: the lookup succeeded: this CPU's slot of FI_SCRATCH, valid until this program
+    // returns and touched by nothing else meanwhile (a program runs to completion on its
+    // CPU; see `Scratch`); it is integers only, valid for any bits.
     let key = unsafe { &mut (*scratch).reversed_key };
     *key = segment.key.reversed();
     if let Some(flow) = FI_FLOWS.get_ptr_mut(&*key) {
-        // SAFETY: as above.
+        // SAFETY: as for the flow above: an element of FI_FLOWS from a successful lookup,
+        // valid until this program returns.
         let flow = unsafe { &mut *flow };
         if flow.claim != claim(ifindex, direction ^ 1) {
             return TCX_NEXT;
@@ -142,7 +159,8 @@ fn fill_header(
     header.ts_ns = now;
     header.cookie = flow.cookie;
     header.cgroup_id = flow.cgroup_id;
-    // SAFETY: distinct memory (a stack or map key, and an event in a map or the ring).
+    // SAFETY: `key` is a shared and `header` an exclusive reference, so both are valid,
+    // aligned FlowKeys and cannot overlap (Rust never lets a & and a &mut alias).
     unsafe { core::ptr::copy_nonoverlapping(key, &mut header.key, 1) };
 }
 
@@ -154,7 +172,8 @@ fn rules_loaded() -> bool {
 /// The dead-man switch, now: whether the daemon's heartbeat is fresh.
 #[inline(always)]
 fn faults_hold() -> bool {
-    // SAFETY: no arguments.
+    // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it is
+    // unsafe only as a foreign function.
     daemon_alive(unsafe { bpf_ktime_get_ns() })
 }
 
@@ -177,7 +196,9 @@ fn targeted(flow: &FlowState) -> bool {
 
 #[inline(always)]
 fn is_target(cgroup_id: u64) -> bool {
-    // SAFETY: the value is a plain u32 read once.
+    // SAFETY: `get` is unsafe because user space may delete the entry while we hold the
+    // reference; the kernel frees it only after an RCU grace period, after this program
+    // returns, and the u32 is copied out at once.
     unsafe { FI_TARGETS.get(&cgroup_id) }.is_some_and(|flags| flags & TARGET_WATCH != 0)
 }
 
@@ -232,7 +253,9 @@ unsafe fn loop_byte<'a>(index: u64, ctx: *mut c_void) -> (&'a mut Scratch, &'a C
     // SAFETY: by the contract above; both pointers point into map values that outlive the
     // loop.
     let c = unsafe { &mut *(ctx as *mut LoopCtx) };
-    // SAFETY: as above.
+    // SAFETY: run_loop made these pointers from a `&mut Scratch` and a `&CaptureConfig`
+    // (map values, alive for the whole program) and uses neither while bpf_loop runs this
+    // callback, so the borrows here are the only ones.
     let (scratch, config) = unsafe { (&mut *c.scratch, &*c.config) };
     let b = scratch.buf[(c.start as usize).wrapping_add(index as usize) & (SCAN_LEN - 1)];
     (scratch, config, b)
@@ -274,8 +297,8 @@ fn run_loop(
         config: config as *const CaptureConfig,
         start,
     };
-    // SAFETY: the callback only reads and writes through LoopCtx, which lives on this
-    // stack frame for the whole call.
+    // SAFETY: the callback only reads and writes through LoopCtx, which lives on this stack
+    // frame for the whole call.
     unsafe {
         bpf_loop(
             count,
@@ -304,7 +327,11 @@ fn on_request_bytes(
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
         return TCX_NEXT;
     };
-    // SAFETY: pointers from successful lookups, valid during this invocation.
+    // SAFETY: both lookups succeeded. `scratch` is this CPU's slot of FI_SCRATCH, touched
+    // by nothing else until this program returns (see `Scratch`); `config` is FI_CAPTURE's
+    // one entry, which the daemon writes only before it loads the programs, so the shared
+    // borrow is never written. Both are integers only and stay valid until this program
+    // returns.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     // Cheap checks first: most payloads are not the start of a request head.
     let watched = targeted(flow);
@@ -327,7 +354,8 @@ fn on_request_bytes(
             bump(Counter::ParseErrors, 1);
             return TCX_NEXT;
         }
-        // SAFETY: no arguments.
+        // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it is
+        // unsafe only as a foreign function.
         let now = unsafe { bpf_ktime_get_ns() };
         let index = flow.next_request;
         flow.pending_ts[index as usize % PENDING] = now;
@@ -408,7 +436,10 @@ fn on_request_bytes(
             ifindex,
             watched,
         );
-        // SAFETY: a tail call with our own context; on success it does not return.
+        // SAFETY: tail_call never returns on success, so nothing after it runs; that is
+        // sound because nothing live here needs dropping and the scratch map already holds
+        // what the followers program reads (`hand_over`). It passes on the context the
+        // kernel gave us; with an empty slot it returns and we go on.
         unsafe { FI_JUMP.tail_call(ctx, JUMP_REQUEST_FOLLOWERS) };
     }
     TCX_NEXT
@@ -537,13 +568,19 @@ fn on_response_bytes(
         && flow.lose_index == flow.next_response
         && faults_hold()
     {
-        // SAFETY: a pointer from a successful lookup, valid during this invocation.
+        // SAFETY: the lookup succeeded: this CPU's slot of FI_SCRATCH, valid until this
+        // program returns and touched by nothing else meanwhile (a program runs to
+        // completion on its CPU; see `Scratch`); it is integers only, valid for any bits.
         let scratch = unsafe { &mut *scratch };
         // Its response would start here: the client gets a reset instead.
         flow.next_response = flow.next_request;
         return faults::lose_response(ctx, flow, segment, scratch);
     }
-    // SAFETY: pointers from successful lookups, valid during this invocation.
+    // SAFETY: both lookups succeeded. `scratch` is this CPU's slot of FI_SCRATCH, touched
+    // by nothing else until this program returns (see `Scratch`); `config` is FI_CAPTURE's
+    // one entry, which the daemon writes only before it loads the programs, so the shared
+    // borrow is never written. Both are integers only and stay valid until this program
+    // returns.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     let len = load_payload(ctx, scratch, segment);
     let mut offset = 0u32;
@@ -566,7 +603,8 @@ fn on_response_bytes(
         // 101 Switching Protocols does, and ends HTTP on this flow.
         let is_final = status >= 200 || status == 101;
         if is_final {
-            // SAFETY: no arguments.
+            // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it
+            // is unsafe only as a foreign function.
             let now = unsafe { bpf_ktime_get_ns() };
             let sent = flow.pending_ts[index as usize % PENDING];
             flow.next_response = index.wrapping_add(1);
@@ -593,7 +631,10 @@ fn on_response_bytes(
     }
     if offset < len && flow.next_response != flow.next_request {
         hand_over(scratch, key, segment.seq, offset, len, ifindex, true);
-        // SAFETY: as for requests.
+        // SAFETY: tail_call never returns on success, so nothing after it runs; that is
+        // sound because nothing live here needs dropping and the scratch map already holds
+        // what the followers program reads (`hand_over`). It passes on the context the
+        // kernel gave us; with an empty slot it returns and we go on.
         unsafe { FI_JUMP.tail_call(ctx, JUMP_RESPONSE_FOLLOWERS) };
     }
     TCX_NEXT
@@ -611,7 +652,9 @@ fn hand_over(
     watched: bool,
 ) {
     let tail: &mut Tail = &mut scratch.tail;
-    // SAFETY: distinct memory (a stack or map key, and the scratch map).
+    // SAFETY: `key` is a shared and `tail` an exclusive reference, both to valid, aligned
+    // FlowKeys, so they cannot overlap (`key` may be another field of the same scratch
+    // value, never this one).
     unsafe { core::ptr::copy_nonoverlapping(key, &mut tail.key, 1) };
     tail.seq = seq;
     tail.offset = offset;
@@ -650,12 +693,18 @@ pub fn request_followers() -> i32 {
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
         return TCX_NEXT;
     };
-    // SAFETY: pointers from successful lookups, valid during this invocation.
+    // SAFETY: both lookups succeeded. `scratch` is this CPU's slot of FI_SCRATCH, touched
+    // by nothing else until this program returns (see `Scratch`); `config` is FI_CAPTURE's
+    // one entry, which the daemon writes only before it loads the programs, so the shared
+    // borrow is never written. Both are integers only and stay valid until this program
+    // returns.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     let Some(flow) = FI_FLOWS.get_ptr_mut(&scratch.tail.key) else {
         return TCX_NEXT;
     };
-    // SAFETY: as above.
+    // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS: the
+    // kernel frees map elements only after an RCU grace period, so it stays valid until
+    // this program returns; FlowState is integers only, valid for any bits.
     let flow = unsafe { &mut *flow };
     let (offset, len) = (scratch.tail.offset, scratch.tail.len);
     if offset >= len || len > SCAN_LEN as u32 {
@@ -663,7 +712,8 @@ pub fn request_followers() -> i32 {
     }
     scratch.request_followers.reset();
     run_loop(request_follower_step, scratch, config, offset, len - offset);
-    // SAFETY: no arguments.
+    // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it is
+    // unsafe only as a foreign function.
     let now = unsafe { bpf_ktime_get_ns() };
     let count = scratch.request_followers.count as usize;
     let mut i = 0;
@@ -721,12 +771,18 @@ pub fn response_followers() -> i32 {
     let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
         return TCX_NEXT;
     };
-    // SAFETY: pointers from successful lookups, valid during this invocation.
+    // SAFETY: both lookups succeeded. `scratch` is this CPU's slot of FI_SCRATCH, touched
+    // by nothing else until this program returns (see `Scratch`); `config` is FI_CAPTURE's
+    // one entry, which the daemon writes only before it loads the programs, so the shared
+    // borrow is never written. Both are integers only and stay valid until this program
+    // returns.
     let (scratch, config) = unsafe { (&mut *scratch, &*config) };
     let Some(flow) = FI_FLOWS.get_ptr_mut(&scratch.tail.key) else {
         return TCX_NEXT;
     };
-    // SAFETY: as above.
+    // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS: the
+    // kernel frees map elements only after an RCU grace period, so it stays valid until
+    // this program returns; FlowState is integers only, valid for any bits.
     let flow = unsafe { &mut *flow };
     let (offset, len) = (scratch.tail.offset, scratch.tail.len);
     if offset >= len || len > SCAN_LEN as u32 {
@@ -746,7 +802,8 @@ pub fn response_followers() -> i32 {
         offset,
         len - offset,
     );
-    // SAFETY: no arguments.
+    // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it is
+    // unsafe only as a foreign function.
     let now = unsafe { bpf_ktime_get_ns() };
     let count = scratch.response_followers.count as usize;
     let ifindex = scratch.tail.ifindex;

@@ -63,7 +63,9 @@ pub fn fi_resp_followers(_ctx: TcContext) -> i32 {
 /// interface, or egress of lo), marked so that the hook lets it pass once.
 #[classifier]
 pub fn fi_reinject(ctx: TcContext) -> i32 {
-    // SAFETY: reading a field of our own context.
+    // SAFETY: `ctx.skb.skb` is the `__sk_buff` the kernel passed to this program: non-null,
+    // aligned and readable for the whole invocation; the field is read at its constant
+    // offset, as the verifier requires of context accesses.
     let mark = unsafe { (*ctx.skb.skb).mark };
     if mark & INJECT_MARK_MASK != INJECT_MARK {
         // Nothing else belongs on this interface.
@@ -76,7 +78,9 @@ pub fn fi_reinject(ctx: TcContext) -> i32 {
         0
     };
     ctx.skb.set_mark(REINJECTED_MARK);
-    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    // SAFETY: bpf_redirect takes an ifindex and flags, no pointers: it only records where
+    // the current packet goes, and the TCX_REDIRECT it returns is this program's verdict (a
+    // bad ifindex makes the kernel drop the packet, nothing worse).
     unsafe { bpf_redirect(claim >> 1, flags) as i32 }
 }
 

@@ -1,4 +1,9 @@
-//! Every map of fi's programs. Names are the ones fi-common exports for user space.
+//! Every map of fi's programs.
+//!
+//! `#[map]` makes a static's identifier its name in the object, and it takes no constant,
+//! so each static is named exactly as its constant in `fi_common::maps`;
+//! `shared_names!` below checks that at compile time, and a tier-2 test checks the built
+//! object against `fi_common::maps::ALL` both ways.
 
 use aya_ebpf::{
     macros::map,
@@ -11,35 +16,36 @@ use fi_common::{
     http::{
         CaptureConfig, RequestFollowers, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN,
     },
+    maps::JUMP_SLOTS,
     rule::{AbortResponse, MAX_RULES, Rule, RuleStats, heartbeat_fresh},
 };
 
-#[map(name = "FI_COUNTERS")]
+#[map]
 pub static FI_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-#[map(name = "FI_FLOWS")]
+#[map]
 pub static FI_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
 
-#[map(name = "FI_TARGETS")]
+#[map]
 pub static FI_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
 
-#[map(name = "FI_CAPTURE")]
+#[map]
 pub static FI_CAPTURE: Array<CaptureConfig> = Array::with_max_entries(1, 0);
 
-#[map(name = "FI_RULES")]
+#[map]
 pub static FI_RULES: Array<Rule> = Array::with_max_entries(MAX_RULES, 0);
 
-#[map(name = "FI_RULE_COUNT")]
+#[map]
 pub static FI_RULE_COUNT: Array<u32> = Array::with_max_entries(1, 0);
 
-#[map(name = "FI_RULE_STATS")]
+#[map]
 pub static FI_RULE_STATS: HashMap<u32, RuleStats> = HashMap::with_max_entries(MAX_RULES, 0);
 
-#[map(name = "FI_RESPONSES")]
+#[map]
 pub static FI_RESPONSES: Array<AbortResponse> = Array::with_max_entries(MAX_RULES, 0);
 
-/// fi_common::rule::HEARTBEAT_MAP.
-#[map(name = "FI_HEARTBEAT")]
+/// The dead-man switch (see `fi_common::rule::HEARTBEAT_BOUND_NS`).
+#[map]
 pub static FI_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The dead-man switch: whether the daemon's heartbeat is fresh at `now`. Faults act only
@@ -51,10 +57,10 @@ pub fn daemon_alive(now: u64) -> bool {
         .is_some_and(|beat| heartbeat_fresh(*beat, now))
 }
 
-#[map(name = "FI_INJECTOR")]
+#[map]
 pub static FI_INJECTOR: Array<u32> = Array::with_max_entries(1, 0);
 
-#[map(name = "FI_EVENTS")]
+#[map]
 pub static FI_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-CPU working memory: too large for the 512-byte BPF stack. A program runs to
@@ -92,25 +98,64 @@ pub struct Tail {
     pub _pad: u32,
 }
 
-/// Slots of FI_JUMP.
-pub const JUMP_REQUEST_FOLLOWERS: u32 = 0;
-pub const JUMP_RESPONSE_FOLLOWERS: u32 = 1;
-
 /// The followers programs, tail-called: verified on their own, so their parsing does not
-/// multiply the states of the main programs.
-#[map(name = "FI_JUMP")]
-pub static FI_JUMP: ProgramArray = ProgramArray::with_max_entries(2, 0);
+/// multiply the states of the main programs. Slots: `fi_common::maps::JUMP_*`.
+#[map]
+pub static FI_JUMP: ProgramArray = ProgramArray::with_max_entries(JUMP_SLOTS, 0);
 
-#[map(name = "FI_SCRATCH")]
+#[map]
 pub static FI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+// The kernel refuses a per-CPU map whose value is larger than 32 KiB (PCPU_MIN_UNIT_SIZE):
+// the object would fail to load, at start-up, on every machine. Fail the build instead.
+const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
+const _: () = assert!(core::mem::size_of::<Tail>() == 40 + 6 * 4);
+
+/// Checks at compile time that each map static is named as its constant in
+/// `fi_common::maps`, and that there are as many as `fi_common::maps::ALL` lists.
+macro_rules! shared_names {
+    ($($map:ident),* $(,)?) => {
+        $(
+            const _: () = assert!(
+                fi_common::maps::same_name(stringify!($map), fi_common::maps::$map),
+                concat!(
+                    "map static ",
+                    stringify!($map),
+                    " is not named as its constant in fi_common::maps"
+                )
+            );
+        )*
+        const _: () = assert!(
+            [$(stringify!($map)),*].len() == fi_common::maps::ALL.len(),
+            "fi_common::maps::ALL and the maps here differ"
+        );
+    };
+}
+
+shared_names!(
+    FI_COUNTERS,
+    FI_FLOWS,
+    FI_TARGETS,
+    FI_CAPTURE,
+    FI_RULES,
+    FI_RULE_COUNT,
+    FI_RULE_STATS,
+    FI_RESPONSES,
+    FI_HEARTBEAT,
+    FI_INJECTOR,
+    FI_EVENTS,
+    FI_JUMP,
+    FI_SCRATCH,
+);
 
 /// Adds `by` to a per-CPU counter. Per-CPU slots need no atomics: a program runs to
 /// completion on one CPU without preemption by another instance on that CPU.
 #[inline(always)]
 pub fn bump(counter: Counter, by: u64) {
     if let Some(slot) = FI_COUNTERS.get_ptr_mut(counter.index()) {
-        // SAFETY: the pointer comes from a successful lookup in a per-CPU array and stays
-        // valid for the life of this program invocation.
+        // SAFETY: the lookup succeeded: `slot` points to this CPU's u64 of FI_COUNTERS,
+        // 8-aligned and valid until this program returns; only programs running on this
+        // CPU write it (see above), so the read-modify-write touches nothing else.
         unsafe { *slot += by };
     }
 }

@@ -66,7 +66,9 @@ pub fn turn_around(ctx: &TcContext, seg: &Segment) -> Result<(), i64> {
 pub fn rewrite(ctx: &TcContext, seg: &Segment, answer: &Answer) -> Result<(), i64> {
     let l4 = seg.l4_offset as usize;
     let new_len = seg.l4_offset + 20 + answer.payload_len;
-    // SAFETY: resizing the packet this program was given.
+    // SAFETY: bpf_skb_change_tail resizes the packet this program was given and takes no
+    // pointers of ours; it invalidates direct packet pointers, and this code holds none (it
+    // reads and writes the packet through offset-checked helpers only).
     let ret = unsafe { bpf_skb_change_tail(ctx.skb.skb, new_len, 0) };
     if ret != 0 {
         return Err(ret);
@@ -147,8 +149,8 @@ pub fn finish(
         }
         ctx.store(ip + 10, &0u16, 0)?;
         load_exact(ctx, ip, &mut buf[..60], ihl as usize)?;
-        // SAFETY: `buf` holds at least `ihl` initialized bytes (ihl is 20..=60, a
-        // multiple of 4).
+        // SAFETY: `buf` holds at least `ihl` initialized bytes (ihl is 20..=60, a multiple
+        // of 4).
         let sum = unsafe {
             bpf_csum_diff(
                 core::ptr::null_mut(),
@@ -217,7 +219,9 @@ pub fn back_flags(ifindex: u32, direction: u32) -> u64 {
 #[inline(always)]
 pub fn send_back(ifindex: u32, direction: u32) -> i32 {
     let flags = back_flags(ifindex, direction);
-    // SAFETY: redirecting the current packet; the verdict tells the kernel to do it.
+    // SAFETY: bpf_redirect takes an ifindex and flags, no pointers: it only records where
+    // the current packet goes, and the TCX_REDIRECT it returns is this program's verdict (a
+    // bad ifindex makes the kernel drop the packet, nothing worse).
     let ret = unsafe { bpf_redirect(ifindex, flags) };
     if ret == i64::from(TCX_REDIRECT) {
         TCX_REDIRECT

@@ -758,7 +758,8 @@ fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
     };
     assert_eq!(get(), Seen::Status(503), "the rule is in effect");
     let pid = libc::pid_t::try_from(s.daemon.pid()).expect("pid");
-    // SAFETY: kill(2) on our own child.
+    // SAFETY: kill(2) takes no pointers; `pid` is the daemon, our child, which its `Daemon`
+    // still holds unreaped, so the pid cannot belong to another process.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let stopped = Instant::now();
     let released = loop {
@@ -775,7 +776,7 @@ fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
     };
     println!("hung daemon: faults stopped {released:?} after it stopped");
     assert!(released <= Duration::from_millis(1300), "{released:?}");
-    // SAFETY: as above.
+    // SAFETY: as for SIGSTOP above: no pointers, and the daemon is still our unreaped child.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let resumed = Instant::now();
     while get() != Seen::Status(503) {

@@ -85,3 +85,29 @@ fn ingress_passes_an_ipv6_packet_and_counts_it() {
     assert_eq!(counter(&dataplane, Counter::IngressPackets), 3);
     assert_eq!(counter(&dataplane, Counter::EgressPackets), 0);
 }
+
+/// fi-ebpf names its maps by identifier (aya-ebpf's `#[map]` takes no constant): the built
+/// object must hold exactly the maps of `fi_common::maps::ALL`, the list the daemon's
+/// names come from.
+#[test]
+fn object_maps_are_the_shared_list() {
+    require_privileges();
+    let object = fi_daemon::ebpf_object::object().expect("the embedded eBPF object");
+    let ebpf = aya::Ebpf::load(object).expect("loading the object's maps");
+    let mut in_object: Vec<&str> = ebpf
+        .maps()
+        .map(|(name, _)| name)
+        // The compiler's constant sections (.rodata, ...), which aya loads as maps too.
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    in_object.sort_unstable();
+    let mut shared = fi_common::maps::ALL.to_vec();
+    shared.sort_unstable();
+    let missing: Vec<_> = shared.iter().filter(|n| !in_object.contains(n)).collect();
+    let unlisted: Vec<_> = in_object.iter().filter(|n| !shared.contains(n)).collect();
+    assert!(
+        missing.is_empty() && unlisted.is_empty(),
+        "in fi_common::maps::ALL but not in the object: {missing:?}; in the object but not \
+         in the list: {unlisted:?}"
+    );
+}
