@@ -2,9 +2,6 @@
 //!
 //! The array is indexed by [`Counter`]; user space sums the per-CPU values.
 
-/// Name of the per-CPU counter map in the eBPF object.
-pub const COUNTERS_MAP: &str = crate::maps::FI_COUNTERS;
-
 /// One slot of the counter array. The discriminant is the array index.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

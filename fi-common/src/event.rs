@@ -1,4 +1,4 @@
-//! Events from the kernel to the daemon, through the ring buffer [`EVENTS_MAP`].
+//! Events from the kernel to the daemon, through the ring buffer [`crate::maps::FI_EVENTS`].
 //! Every event starts with a `u32` kind.
 
 use crate::{
@@ -6,12 +6,8 @@ use crate::{
     http::{RequestHead, ResponseHead},
 };
 
-/// The ring buffer.
-pub const EVENTS_MAP: &str = crate::maps::FI_EVENTS;
 /// Its size in bytes (power of two, multiple of the page size): about 7,000 requests.
 pub const EVENTS_BYTES: u32 = 4 << 20;
-/// The one-entry array holding the [`crate::http::CaptureConfig`].
-pub const CAPTURE_MAP: &str = crate::maps::FI_CAPTURE;
 
 pub const EVENT_REQUEST: u32 = 1;
 pub const EVENT_RESPONSE: u32 = 2;
@@ -39,11 +35,6 @@ pub struct HeldEvent {
     pub packet: [u8; HELD_PACKET_LEN],
 }
 const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 24 + HELD_PACKET_LEN);
-
-/// One-entry array: the ifindex of the daemon's injector interface. A held packet is
-/// redirected there (and discarded) rather than dropped: at an egress hook a drop is
-/// reported to the sending TCP as "not sent", a redirect as sent.
-pub const INJECTOR_MAP: &str = crate::maps::FI_INJECTOR;
 
 /// skb->mark of a packet the daemon sends to the injector: `INJECT_MARK | claim`.
 pub const INJECT_MARK: u32 = 0xf100_0000;

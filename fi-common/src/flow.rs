@@ -4,12 +4,8 @@
 //! context, so the cgroup is the caller's) under its 4-tuple. The TC programs find the
 //! owner through this map, because a packet that crossed a veth has lost its socket.
 
-/// The LRU hash map of flows: [`FlowKey`] -> [`FlowState`].
-pub const FLOWS_MAP: &str = crate::maps::FI_FLOWS;
-/// Entries of [`FLOWS_MAP`]. LRU: a burst of connections can evict old entries, never fail.
+/// Entries of [`crate::maps::FI_FLOWS`]. LRU: a burst of connections can evict old entries, never fail.
 pub const MAX_FLOWS: u32 = 65_536;
-/// The hash map of targeted cgroups: cgroup id (u64) -> flags (u32, [`TARGET_WATCH`]).
-pub const TARGETS_MAP: &str = crate::maps::FI_TARGETS;
 pub const MAX_TARGETS: u32 = 4096;
 /// Requests of flows owned by this cgroup, or by one below it, are reported.
 pub const TARGET_WATCH: u32 = 1;

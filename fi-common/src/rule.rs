@@ -1,6 +1,6 @@
 //! Fault rules as the kernel holds them, and the pure logic that decides whether a rule
 //! selects a request. The daemon validates rules and writes them in precedence order into
-//! [`RULES_MAP`]; the TC programs evaluate the first [`RULE_COUNT_MAP`] slots for each
+//! [`crate::maps::FI_RULES`]; the TC programs evaluate the first [`crate::maps::FI_RULE_COUNT`] slots for each
 //! request head (and each SYN, for refusals): the first rule that matches and whose gates
 //! (skip, n-th, probability, budget) open injects; only one fault per request.
 //!
@@ -9,21 +9,8 @@
 
 use crate::flow::{CGROUP_LEVELS, FlowKey, FlowState};
 
-/// Array of [`Rule`], [`MAX_RULES`] slots, in precedence order.
-pub const RULES_MAP: &str = crate::maps::FI_RULES;
-/// One-entry array: how many leading slots of [`RULES_MAP`] are in use.
-pub const RULE_COUNT_MAP: &str = crate::maps::FI_RULE_COUNT;
-/// Hash map rule id -> [`RuleStats`], updated atomically by the kernel.
-pub const RULE_STATS_MAP: &str = crate::maps::FI_RULE_STATS;
-/// Array of [`AbortResponse`], by rule slot: the bytes an abort rule answers with.
-pub const RESPONSES_MAP: &str = crate::maps::FI_RESPONSES;
 pub const MAX_RULES: u32 = 256;
 
-/// One-entry array: CLOCK_MONOTONIC ns of the daemon's last heartbeat (0: none yet).
-/// The dead-man switch: the programs treat every rule and every fault a flow carries as
-/// absent once the heartbeat is older than [`HEARTBEAT_BOUND_NS`], so a daemon that dies
-/// or hangs stops injecting within that bound, however its programs are attached.
-pub const HEARTBEAT_MAP: &str = crate::maps::FI_HEARTBEAT;
 /// How old a heartbeat may be before the programs stop injecting.
 pub const HEARTBEAT_BOUND_NS: u64 = 1_000_000_000;
 /// How often the daemon beats: ten times within the bound.
@@ -117,7 +104,7 @@ pub struct Rule {
     pub method_mask: u16,
     /// MATCH_PATH: length of the rule's path (bytes).
     pub path_len: u32,
-    /// Abort: the status (for the event; the bytes are in RESPONSES_MAP).
+    /// Abort: the status (for the event; the bytes are in FI_RESPONSES).
     pub abort_status: u16,
     pub _pad1: u16,
     pub host_hash: u64,

@@ -509,7 +509,7 @@ fn hold(
     entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
     flow.fault_state |= FAULT_HOLDING;
     flow.hold_end = segment.seq.wrapping_add(segment.payload_len);
-    // Out of the path, reported as sent (see INJECTOR_MAP): the injector discards it.
+    // Out of the path, reported as sent (see FI_INJECTOR): the injector discards it.
     faults::vanish()
 }
 

@@ -105,7 +105,13 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
         &shop.shop_test(),
         &["--faults", "default,response-lost"],
     );
-    let all = ["abort:500", "abort:503", "reset", "response-lost", "timeout"];
+    let all = [
+        "abort:500",
+        "abort:503",
+        "reset",
+        "response-lost",
+        "timeout",
+    ];
     check_shop_findings(&shop, &report, &all);
     let id = report["id"].as_i64().expect("exploration id");
     let executions = report["executions"].as_array().expect("executions");

@@ -200,7 +200,7 @@ fn requests_of_a_targeted_container_are_seen_once_with_method_host_path_status_a
     assert_eq!(status["targets"], 1, "{status:#}");
     let flows = status["maps"]
         .as_array()
-        .and_then(|maps| maps.iter().find(|m| m["name"] == "FI_FLOWS"))
+        .and_then(|maps| maps.iter().find(|m| m["name"] == fi_common::maps::FI_FLOWS))
         .expect("FI_FLOWS usage");
     assert_eq!(flows["capacity"], 65_536);
 
@@ -231,7 +231,7 @@ fn requests_of_a_targeted_container_are_seen_once_with_method_host_path_status_a
         let status: Value = serde_json::from_str(&out).expect("status JSON");
         let used = status["maps"]
             .as_array()
-            .and_then(|maps| maps.iter().find(|m| m["name"] == "FI_FLOWS"))
+            .and_then(|maps| maps.iter().find(|m| m["name"] == fi_common::maps::FI_FLOWS))
             .and_then(|m| m["used"].as_u64())
             .expect("FI_FLOWS usage");
         if used == 0 {

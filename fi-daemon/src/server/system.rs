@@ -91,14 +91,18 @@ impl SystemService for SystemApi {
             ),
         ];
         let maps = vec![
-            usage("FI_FLOWS", status.flows_in_use, fi_common::flow::MAX_FLOWS),
             usage(
-                "FI_RULES",
+                fi_common::maps::FI_FLOWS,
+                status.flows_in_use,
+                fi_common::flow::MAX_FLOWS,
+            ),
+            usage(
+                fi_common::maps::FI_RULES,
                 u64::from(status.active_rules),
                 fi_common::rule::MAX_RULES,
             ),
             usage(
-                "FI_TARGETS",
+                fi_common::maps::FI_TARGETS,
                 u64::from(status.targets),
                 fi_common::flow::MAX_TARGETS,
             ),
