@@ -142,7 +142,10 @@ impl DataPlane {
     /// Loads the embedded object and every program in it (verifies them), attaching none.
     /// `capture` names the request headers the kernel copies out (traceparent, ...).
     pub fn load(capture: &CaptureConfig) -> Result<Self, DataPlaneError> {
-        Self::load_object(ebpf_object::object()?, capture)
+        Self::load_object(
+            ebpf_object::object().ok_or(DataPlaneError::ObjectNotBuilt)?,
+            capture,
+        )
     }
 
     /// Loads a given eBPF object; [`DataPlane::load`] uses the embedded one.
@@ -268,7 +271,7 @@ impl DataPlane {
     /// younger than `HEARTBEAT_BOUND_NS` (1 s). The daemon beats every 100 ms.
     pub fn beat(&mut self) -> Result<(), DataPlaneError> {
         let mut map: Array<_, u64> = map_mut(&mut self.ebpf, FI_HEARTBEAT)?;
-        let now = crate::rules::monotonic_now().as_nanos() as u64;
+        let now = crate::clock::monotonic_now().as_nanos() as u64;
         map.set(0, now, 0).map_err(map_error(FI_HEARTBEAT))
     }
 
@@ -298,9 +301,9 @@ impl DataPlane {
         Ok(())
     }
 
-    /// The rule maps, for [`crate::rules::Rules`]. Once.
-    pub fn take_rule_maps(&mut self) -> Result<crate::rules::KernelRules, DataPlaneError> {
-        Ok(crate::rules::KernelRules {
+    /// The rule maps, for the rule engine. Once.
+    pub fn take_rule_maps(&mut self) -> Result<RuleMaps, DataPlaneError> {
+        Ok(RuleMaps {
             rules: take_map(&mut self.ebpf, FI_RULES)?,
             count: take_map(&mut self.ebpf, FI_RULE_COUNT)?,
             stats: take_map(&mut self.ebpf, FI_RULE_STATS)?,
@@ -418,4 +421,13 @@ fn sock_ops(ebpf: &mut Ebpf) -> Result<&mut SockOps, DataPlaneError> {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
         .ok_or(DataPlaneError::MissingProgram { name })
+}
+
+/// The rule maps, as the rule engine writes them.
+#[expect(missing_debug_implementations, reason = "aya maps are not Debug")]
+pub struct RuleMaps {
+    pub rules: Array<MapData, fi_common::rule::Rule>,
+    pub count: Array<MapData, u32>,
+    pub stats: BpfHashMap<MapData, u32, fi_common::rule::RuleStats>,
+    pub responses: Array<MapData, fi_common::rule::AbortResponse>,
 }

@@ -22,7 +22,7 @@ use std::{
 
 use fi_common::rule::HEARTBEAT_INTERVAL_NS;
 
-use crate::rules::monotonic_now;
+use crate::clock::monotonic_now;
 
 /// How long the async runtime may go without a tick before the heartbeat stops.
 pub const RUNTIME_STALL: Duration = Duration::from_secs(5);

@@ -13,6 +13,7 @@
 //! binary `fi-daemon` is a thin shell; fictl is a crate of its own (`fi-daemon/fictl`).
 
 pub mod cgroup_fs;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod cut;
@@ -26,6 +27,8 @@ pub mod graph;
 pub mod heartbeat;
 pub mod instance;
 pub mod interfaces;
+#[cfg(test)]
+mod layers;
 pub mod links;
 pub mod pump;
 pub mod requests;

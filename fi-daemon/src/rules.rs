@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
+use aya::maps::MapError;
 use fi_common::{
     fault::Fault,
     flow::v4_mapped,
@@ -19,7 +19,11 @@ use fi_common::{
     },
 };
 
-use crate::targets::{TargetError, Targets};
+pub use crate::clock::monotonic_now;
+use crate::{
+    dataplane::RuleMaps,
+    targets::{TargetError, Targets},
+};
 
 /// Expired rules kept, with their counters, for `rules ls` and `rules get`: the newest
 /// ones; older ones are gone. A rule's life: active, then expired (listed), then gone.
@@ -413,16 +417,8 @@ pub trait RuleSink: Send {
     fn stats(&self, id: u32) -> RuleStats;
 }
 
-/// The real maps.
-#[expect(missing_debug_implementations, reason = "aya maps are not Debug")]
-pub struct KernelRules {
-    pub rules: Array<MapData, Rule>,
-    pub count: Array<MapData, u32>,
-    pub stats: BpfHashMap<MapData, u32, RuleStats>,
-    pub responses: Array<MapData, AbortResponse>,
-}
-
-impl RuleSink for KernelRules {
+/// The kernel's rule maps.
+impl RuleSink for RuleMaps {
     fn set_slot(
         &mut self,
         slot: u32,
@@ -471,17 +467,6 @@ struct Entry {
     created: SystemTime,
     expires: Option<SystemTime>,
     expires_mono: Option<Duration>,
-}
-
-/// CLOCK_MONOTONIC now, as the kernel's bpf_ktime_get_ns sees it.
-pub fn monotonic_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The active rules and the kernel's copy of them.

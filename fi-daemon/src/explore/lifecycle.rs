@@ -226,7 +226,7 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Followed {
     Live(Arc<Running>),
-    Ended(ExplorationRow),
+    Ended(Box<ExplorationRow>),
 }
 
 /// Faults injected in one execution.
@@ -385,7 +385,7 @@ impl Explorer {
         if let Some(running) = self.running()?.filter(|r| r.id == id) {
             return Ok(Followed::Live(running));
         }
-        Ok(Followed::Ended(self.store()?.row(id)?))
+        Ok(Followed::Ended(Box::new(self.store()?.row(id)?)))
     }
 
     pub fn cancel(&self, id: i64) -> Result<(), ExploreError> {
