@@ -208,7 +208,8 @@ const UNITS: [(&str, u128); 6] = [
 ];
 
 /// fi's duration grammar: one or more `NUMBER UNIT` parts, e.g. `250ms`, `1.5s`, `2m`,
-/// `1m30s`, `1h 5m`; units `h`, `m` (also `min`), `s`, `ms`, `us` (also `µs`), `ns`.
+/// `1m30s`, `1h 5m`, `30days`; units `d`, `h`, `m`, `s`, `ms`, `us` (also `µs`), `ns`,
+/// and their common long names (`days`, `hours`, `min`, `seconds`...).
 /// A negative or unitless value is an error that says so.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -228,21 +229,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
         let (number, tail) = rest.split_at(number_len);
+        let tail = tail.trim_start();
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let unit = match unit {
-            "min" => "m",
-            "µs" => "us",
-            u => u,
+        let scale = match unit {
+            "d" | "day" | "days" => 24 * UNITS[0].1,
+            "h" | "hr" | "hour" | "hours" => UNITS[0].1,
+            "m" | "min" | "mins" | "minute" | "minutes" => UNITS[1].1,
+            "s" | "sec" | "secs" | "second" | "seconds" => UNITS[2].1,
+            "ms" | "msec" => UNITS[3].1,
+            "us" | "µs" | "usec" => UNITS[4].1,
+            "ns" | "nsec" => UNITS[5].1,
+            _ => return Err(bad()),
         };
-        let (_, scale) = UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .ok_or_else(bad)?;
         total = total
-            .checked_add(scaled(number, *scale).ok_or_else(bad)?)
+            .checked_add(scaled(number, scale).ok_or_else(bad)?)
             .ok_or_else(bad)?;
         rest = tail.trim_start();
     }
@@ -461,6 +464,9 @@ mod tests {
             (".5s", Duration::from_millis(500)),
             ("1500us", Duration::from_micros(1500)),
             ("7ns", Duration::from_nanos(7)),
+            ("30days", Duration::from_secs(30 * 86_400)),
+            ("2 hours", Duration::from_secs(7200)),
+            ("5 seconds", Duration::from_secs(5)),
         ];
         for (text, d) in cases {
             assert_eq!(parse_duration(text), Ok(d), "{text}");
