@@ -109,6 +109,18 @@ impl Fault {
         }
     }
 
+    /// The fault a kernel rule carries: its code with the argument the rule holds.
+    pub fn of_rule(rule: &crate::rule::Rule) -> Option<Fault> {
+        Some(match Code::from_u8(rule.fault)? {
+            Code::Reset => Fault::Reset,
+            Code::Blackhole => Fault::Timeout,
+            Code::Refuse => Fault::Refuse,
+            Code::ResponseLost => Fault::ResponseLost,
+            Code::Abort => Fault::Abort(rule.abort_status),
+            Code::Delay => Fault::Delay(Duration::from_nanos(rule.delay_ns)),
+        })
+    }
+
     /// Whether the fault acts on a request (every fault but `refuse`, which acts on a
     /// connection before any request exists).
     pub const fn acts_on_requests(self) -> bool {

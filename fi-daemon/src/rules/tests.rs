@@ -558,3 +558,39 @@ fn the_edge_values_that_are_valid_are_accepted() {
         ..draft(Fault::Reset)
     });
 }
+
+/// The one fault grammar end to end: fictl's text, the API message, the rule engine's
+/// kernel rule, and back to the same text.
+#[test]
+fn every_fault_round_trips_from_text_through_the_api_and_the_kernel_rule() {
+    let t = targets();
+    let c = capture();
+    for text in [
+        "timeout",
+        "reset",
+        "refuse",
+        "response-lost",
+        "abort:200",
+        "abort:503",
+        "abort:599",
+        "delay:1ms",
+        "delay:250ms",
+        "delay:1s500ms",
+        "delay:1m",
+    ] {
+        let parsed: Fault = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        let message = fi_api::v1::Fault::from(parsed);
+        let from_api = fi_api::fault::from_api(&message)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .expect("a fault");
+        let validated = validate(draft(from_api), &c, &t).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let back = Fault::of_rule(&validated.kernel).expect("a known code");
+        assert_eq!(back.to_string(), text);
+        if let Fault::Abort(status) = back {
+            let response = validated.response.expect("an abort has its response");
+            let head =
+                String::from_utf8_lossy(&response.bytes[..response.len as usize]).into_owned();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+        }
+    }
+}
