@@ -28,7 +28,7 @@ use crate::{
     graph::CallGraph,
     requests::{ObservedRequest, RequestLog},
     rules::{self, Draft, RuleError, RuleView, Rules},
-    targets::{TargetError, TargetInfo, Targets},
+    targets::{self, TargetError, TargetInfo, Targets},
 };
 
 /// Why a core operation failed.
@@ -282,44 +282,52 @@ impl Control {
 
     // ---- targets ----
 
-    pub fn add_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
+    /// Resolves a target spec on a blocking thread (container ids walk cgroupfs), under
+    /// no lock.
+    pub async fn resolve_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
         text("target", spec)?;
-        Ok(lock(&self.targets, "targets")?.add(spec)?)
+        let (mount, spec) = (self.mount.clone(), spec.to_owned());
+        tokio::task::spawn_blocking(move || targets::resolve(&mount, &spec))
+            .await
+            .map_err(|_| ControlError::Poisoned("resolver"))?
+            .map_err(ControlError::Target)
     }
 
-    pub fn remove_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
-        text("target", spec)?;
-        Ok(lock(&self.targets, "targets")?.remove(spec)?)
+    pub async fn add_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
+        let info = self.resolve_target(spec).await?;
+        Ok(lock(&self.targets, "targets")?.pin(info)?)
+    }
+
+    pub async fn remove_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
+        // A target whose cgroup is gone is still removed by its spec.
+        let resolved = self.resolve_target(spec).await.ok();
+        Ok(lock(&self.targets, "targets")?.remove(spec, resolved)?)
     }
 
     pub fn list_targets(&self) -> Result<Vec<TargetInfo>, ControlError> {
         Ok(lock(&self.targets, "targets")?.list())
     }
 
-    /// Resolves a target without adding it.
-    pub fn resolve_target(&self, spec: &str) -> Result<TargetInfo, ControlError> {
-        Ok(lock(&self.targets, "targets")?.resolve(spec)?)
-    }
-
     /// Targets every spec for as long as the lease lives; all or nothing.
-    pub fn lease_targets(self: &Arc<Self>, specs: &[String]) -> Result<Lease, ControlError> {
+    pub async fn lease_targets(self: &Arc<Self>, specs: &[String]) -> Result<Lease, ControlError> {
         if specs.len() > MAX_LEASE {
             return Err(ControlError::Invalid {
                 field: "targets",
                 reason: format!("are {}; at most {MAX_LEASE}", specs.len()),
             });
         }
+        let mut resolved = Vec::with_capacity(specs.len());
         for spec in specs {
-            text("targets", spec)?;
+            resolved.push(self.resolve_target(spec).await?);
         }
         let mut lease = Lease {
             control: Arc::clone(self),
             infos: Vec::new(),
         };
         let mut targets = lock(&self.targets, "targets")?;
-        for spec in specs {
+        for info in resolved {
             // On an error the lease drops after the guard and gives back what it took.
-            let info = targets.lease(spec)?;
+            let info = targets.lease(info)?;
             lease.infos.push(info);
         }
         drop(targets);
@@ -328,7 +336,7 @@ impl Control {
 
     /// Starts a watch: leases its targets, and subscribes to what completes from now on,
     /// with the newest matching requests that already completed if asked.
-    pub fn watch(self: &Arc<Self>, request: WatchRequest) -> Result<Watch, ControlError> {
+    pub async fn watch(self: &Arc<Self>, request: WatchRequest) -> Result<Watch, ControlError> {
         for (field, value) in [
             ("method", &request.method),
             ("host", &request.host),
@@ -338,7 +346,7 @@ impl Control {
                 text(field, value)?;
             }
         }
-        let lease = self.lease_targets(&request.targets)?;
+        let lease = self.lease_targets(&request.targets).await?;
         let cgroups: Vec<String> = if lease.infos.is_empty() {
             self.list_targets()?.into_iter().map(|t| t.cgroup).collect()
         } else {
@@ -403,12 +411,13 @@ impl Control {
     // ---- rules ----
 
     /// Validates and installs a rule.
-    pub fn create_rule(&self, draft: Draft) -> Result<RuleView, ControlError> {
-        // Resolving the container reads cgroupfs: under the targets lock only.
-        let validated = {
-            let targets = lock(&self.targets, "targets")?;
-            rules::validate(draft, &self.capture, &targets)?
-        };
+    pub async fn create_rule(&self, draft: Draft) -> Result<RuleView, ControlError> {
+        // Resolving the container reads cgroupfs: on a blocking thread, under no lock.
+        let (mount, capture) = (self.mount.clone(), self.capture.clone());
+        let validated =
+            tokio::task::spawn_blocking(move || rules::validate(draft, &capture, mount.as_path()))
+                .await
+                .map_err(|_| ControlError::Poisoned("validator"))??;
         let mut rules = lock(&self.rules, "rules")?;
         let id = rules.create(validated)?;
         let view = rules.get(id)?;

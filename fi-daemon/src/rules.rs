@@ -22,7 +22,7 @@ use fi_common::{
 pub use crate::clock::monotonic_now;
 use crate::{
     dataplane::RuleMaps,
-    targets::{TargetError, Targets},
+    targets::{Resolve, TargetError},
 };
 
 /// Expired rules kept, with their counters, for `rules ls` and `rules get`: the newest
@@ -127,11 +127,12 @@ pub struct Validated {
 }
 
 /// Checks a draft and builds the kernel's form. `capture` names the captured headers (a
-/// header matcher must name one of them); `targets` resolves the container.
+/// header matcher must name one of them); `targets` resolves the container (reading
+/// cgroupfs: call it off the async threads).
 pub fn validate(
     draft: Draft,
     capture: &[String],
-    targets: &Targets,
+    targets: &(impl Resolve + ?Sized),
 ) -> Result<Validated, RuleError> {
     let fault = draft.fault.ok_or_else(|| {
         invalid(
@@ -145,7 +146,9 @@ pub fn validate(
     let mut cgroup = None;
 
     if let Some(container) = text("match.container", &draft.container)? {
-        let info = targets.resolve(container).map_err(RuleError::Container)?;
+        let info = targets
+            .resolve_target(container)
+            .map_err(RuleError::Container)?;
         k.flags |= MATCH_CGROUP;
         k.cgroup_id = info.cgroup_id;
         cgroup = Some(info.cgroup);

@@ -100,25 +100,11 @@ impl Targets {
 
     /// Resolves a spec (container id or cgroup path) without changing anything.
     pub fn resolve(&self, spec: &str) -> Result<TargetInfo, TargetError> {
-        let path = cgroup_fs::resolve_target(&self.mount, spec).map_err(|source| {
-            TargetError::Resolve {
-                spec: spec.to_owned(),
-                source,
-            }
-        })?;
-        let cgroup_id = cgroup_fs::cgroup_id(&path).map_err(|source| TargetError::CgroupId {
-            spec: spec.to_owned(),
-            source,
-        })?;
-        Ok(TargetInfo {
-            spec: spec.to_owned(),
-            cgroup: cgroup_fs::display_path(&self.mount, &path),
-            cgroup_id,
-        })
+        resolve(&self.mount, spec)
     }
 
-    fn hold(&mut self, spec: &str, pin: bool) -> Result<TargetInfo, TargetError> {
-        let info = self.resolve(spec)?;
+    fn hold(&mut self, info: TargetInfo, pin: bool) -> Result<TargetInfo, TargetError> {
+        let spec = info.spec.clone();
         if !self.entries.contains_key(&info.cgroup_id) {
             if self.entries.len() >= MAX_TARGETS as usize {
                 return Err(TargetError::TooMany);
@@ -136,7 +122,7 @@ impl Targets {
         let entry = self
             .entries
             .get_mut(&info.cgroup_id)
-            .ok_or_else(|| TargetError::NotFound(spec.to_owned()))?;
+            .ok_or(TargetError::NotFound(spec))?;
         if pin {
             entry.pinned = true;
         } else {
@@ -145,25 +131,38 @@ impl Targets {
         Ok(entry.info.clone())
     }
 
-    /// Adds a target until [`Targets::remove`].
+    /// Adds a target until [`Targets::remove`] (resolving it here: at start-up and in
+    /// tests; the daemon's core resolves first, off its locks, and calls [`Targets::pin`]).
     pub fn add(&mut self, spec: &str) -> Result<TargetInfo, TargetError> {
-        self.hold(spec, true)
+        let info = self.resolve(spec)?;
+        self.pin(info)
     }
 
-    /// Holds a target for a watch stream; give it back with [`Targets::release`].
-    pub fn lease(&mut self, spec: &str) -> Result<TargetInfo, TargetError> {
-        self.hold(spec, false)
+    /// Adds a resolved target until [`Targets::remove`].
+    pub fn pin(&mut self, info: TargetInfo) -> Result<TargetInfo, TargetError> {
+        self.hold(info, true)
     }
 
-    /// Removes a pinned target (by spec, or by the cgroup it resolved to).
-    pub fn remove(&mut self, spec: &str) -> Result<TargetInfo, TargetError> {
+    /// Holds a resolved target for a watch or an exploration; give it back with
+    /// [`Targets::release`].
+    pub fn lease(&mut self, info: TargetInfo) -> Result<TargetInfo, TargetError> {
+        self.hold(info, false)
+    }
+
+    /// Removes a pinned target, by its spec, by the cgroup it resolved to, or (given
+    /// `resolved`, what the spec resolves to now) by its cgroup id.
+    pub fn remove(
+        &mut self,
+        spec: &str,
+        resolved: Option<TargetInfo>,
+    ) -> Result<TargetInfo, TargetError> {
         let id = self
             .entries
             .iter()
             .find(|(_, e)| e.pinned && (e.info.spec == spec || e.info.cgroup == spec))
             .map(|(id, _)| *id)
             .or_else(|| {
-                let info = self.resolve(spec).ok()?;
+                let info = resolved?;
                 self.entries
                     .get(&info.cgroup_id)
                     .is_some_and(|e| e.pinned)
@@ -223,6 +222,41 @@ impl Targets {
     }
 }
 
+/// Resolves a spec (container id or cgroup path) under a cgroup2 mount. It reads cgroupfs
+/// (a container id walks the tree): call it off the async threads and under no lock.
+pub fn resolve(mount: &Path, spec: &str) -> Result<TargetInfo, TargetError> {
+    let path = cgroup_fs::resolve_target(mount, spec).map_err(|source| TargetError::Resolve {
+        spec: spec.to_owned(),
+        source,
+    })?;
+    let cgroup_id = cgroup_fs::cgroup_id(&path).map_err(|source| TargetError::CgroupId {
+        spec: spec.to_owned(),
+        source,
+    })?;
+    Ok(TargetInfo {
+        spec: spec.to_owned(),
+        cgroup: cgroup_fs::display_path(mount, &path),
+        cgroup_id,
+    })
+}
+
+/// Whatever resolves target specs: the registry, or a bare cgroup2 mount.
+pub trait Resolve {
+    fn resolve_target(&self, spec: &str) -> Result<TargetInfo, TargetError>;
+}
+
+impl Resolve for Targets {
+    fn resolve_target(&self, spec: &str) -> Result<TargetInfo, TargetError> {
+        self.resolve(spec)
+    }
+}
+
+impl Resolve for Path {
+    fn resolve_target(&self, spec: &str) -> Result<TargetInfo, TargetError> {
+        resolve(self, spec)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -266,10 +300,10 @@ mod tests {
         let (mount, mut targets, map) = fixture();
         let pinned = targets.add("app").unwrap();
         assert_eq!(pinned.cgroup, "/app");
-        let leased = targets.lease("/app").unwrap();
+        let leased = targets.lease(targets.resolve("/app").unwrap()).unwrap();
         assert_eq!(leased.cgroup_id, pinned.cgroup_id);
         assert_eq!(map.0.lock().unwrap().len(), 1, "one cgroup, one entry");
-        targets.remove("app").unwrap();
+        targets.remove("app", None).unwrap();
         assert_eq!(map.0.lock().unwrap().len(), 1, "the lease still holds it");
         assert!(targets.list().is_empty());
         targets.release(leased.cgroup_id).unwrap();
@@ -289,7 +323,7 @@ mod tests {
             Err(TargetError::Resolve { .. })
         ));
         assert!(matches!(
-            targets.remove("app"),
+            targets.remove("app", None),
             Err(TargetError::NotFound(_))
         ));
         assert!(map.0.lock().unwrap().is_empty());

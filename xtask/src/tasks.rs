@@ -48,13 +48,14 @@ pub fn test(tier: Option<Tier>, args: &[String]) -> anyhow::Result<()> {
     let object = ebpf::object_path();
     let mut c = host_cargo("test", &object);
     c.env("FI_BIN_DIR", &bin_dir);
+    // The privileged tests are one binary (`it`), a module per area.
     match tier {
-        None => c.arg("--workspace"),
-        Some(Tier::Unit) => c.args(["--workspace", "--exclude", "fi-tests"]),
-        Some(Tier::Bpf) => c.args(["-p", "fi-tests", "--test", "prog_test_run"]),
-        Some(Tier::Integration) => c.args(["-p", "fi-tests", "--test", "*"]),
+        None => c.args(["--workspace", "--"]),
+        Some(Tier::Unit) => c.args(["--workspace", "--exclude", "fi-tests", "--"]),
+        Some(Tier::Bpf) => c.args(["-p", "fi-tests", "--test", "it", "--", "prog_test_run::"]),
+        Some(Tier::Integration) => c.args(["-p", "fi-tests", "--test", "it", "--"]),
     };
-    c.arg("--").args(args);
+    c.args(args);
     cmd::run(&mut c)
 }
 

@@ -97,7 +97,7 @@ pub(super) async fn execute(run: &mut Run, plan: &Plan, number: u32) -> Executio
             return execution;
         }
     };
-    let rules = match install(run, plan) {
+    let rules = match install(run, plan).await {
         Ok(rules) => rules,
         Err(message) => {
             execution.outcome = Outcome::Error { message };
@@ -171,7 +171,7 @@ fn draft(spec: RuleSpec) -> Draft {
 }
 
 /// Installs the plan's rules; all or none.
-fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
+async fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
     let test_cgroup = run
         .sources
         .first()
@@ -185,7 +185,7 @@ fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
     let control = &run.explorer.control;
     let mut installed = Vec::new();
     for (planned, spec) in compile::compile(plan, context) {
-        match control.create_rule(draft(spec)) {
+        match control.create_rule(draft(spec)).await {
             Ok(view) => installed.push((view.id, planned)),
             Err(e) => {
                 control.forget_rules(installed.iter().map(|(id, _)| *id));

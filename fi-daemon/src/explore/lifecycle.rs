@@ -281,14 +281,17 @@ impl Explorer {
     }
 
     /// Checks the request, records the exploration and starts it in the background.
-    pub fn start(self: &Arc<Self>, request: ExploreRequest) -> Result<Arc<Running>, ExploreError> {
-        let running = self.launch(request.config()?, Mode::Explore)?;
+    pub async fn start(
+        self: &Arc<Self>,
+        request: ExploreRequest,
+    ) -> Result<Arc<Running>, ExploreError> {
+        let running = self.launch(request.config()?, Mode::Explore).await?;
         tracing::info!(exploration = running.id, "exploration started");
         Ok(running)
     }
 
     /// Runs one execution of a past exploration again, under the same configuration.
-    pub fn replay(
+    pub async fn replay(
         self: &Arc<Self>,
         exploration: i64,
         execution: u32,
@@ -296,7 +299,7 @@ impl Explorer {
         let (row, e) = self.execution(exploration, execution)?;
         let mut config = row.config;
         config.replay_of = Some((exploration, execution));
-        let running = self.launch(config, Mode::Replay(e.plan))?;
+        let running = self.launch(config, Mode::Replay(e.plan)).await?;
         tracing::info!(
             exploration = running.id,
             replays = %report::execution_id(exploration, execution),
@@ -305,7 +308,7 @@ impl Explorer {
         Ok(running)
     }
 
-    fn launch(
+    async fn launch(
         self: &Arc<Self>,
         config: ExploreConfig,
         mode: Mode,
@@ -313,6 +316,7 @@ impl Explorer {
         for spec in &config.targets {
             self.control
                 .resolve_target(spec)
+                .await
                 .map_err(|e| invalid("targets", e.to_string()))?;
         }
         let mut slot = self

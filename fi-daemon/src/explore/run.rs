@@ -69,6 +69,7 @@ impl Run {
             .collect();
         let lease = control
             .lease_targets(&specs)
+            .await
             .map_err(|e| ExploreError::Invalid {
                 field: "targets",
                 reason: e.to_string(),

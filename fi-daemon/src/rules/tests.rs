@@ -1,7 +1,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::targets::TargetSink;
+use crate::targets::{TargetSink, Targets};
 
 #[derive(Default)]
 struct Kernel {

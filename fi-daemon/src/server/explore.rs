@@ -206,7 +206,12 @@ impl ExploreService for ExploreApi {
     ) -> Result<Response<ProgressStream>, Status> {
         self.check_transport(&request)?;
         let req = exploration(request.into_inner())?;
-        let running = self.daemon.explorer().start(req).map_err(explore_error)?;
+        let running = self
+            .daemon
+            .explorer()
+            .start(req)
+            .await
+            .map_err(explore_error)?;
         Ok(Response::new(follow(&running)))
     }
 
@@ -313,6 +318,7 @@ impl ExploreService for ExploreApi {
             .daemon
             .explorer()
             .replay(req.exploration_id, req.execution)
+            .await
             .map_err(explore_error)?;
         Ok(Response::new(follow(&running)))
     }

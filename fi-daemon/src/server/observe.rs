@@ -39,6 +39,7 @@ impl ObserveService for ObserveApi {
             .daemon
             .control()
             .add_target(&spec)
+            .await
             .map_err(control_error)?;
         tracing::info!(target = %info.cgroup, "target added");
         Ok(Response::new(convert::target(info)))
@@ -53,6 +54,7 @@ impl ObserveService for ObserveApi {
             .daemon
             .control()
             .remove_target(&spec)
+            .await
             .map_err(control_error)?;
         tracing::info!(target = %info.cgroup, "target removed");
         Ok(Response::new(api::RemoveTargetResponse {}))
@@ -94,6 +96,7 @@ impl ObserveService for ObserveApi {
                 path_prefix: given(req.path_prefix),
                 recent,
             })
+            .await
             .map_err(control_error)?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {

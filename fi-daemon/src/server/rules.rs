@@ -101,6 +101,7 @@ impl RuleService for RuleApi {
             .daemon
             .control()
             .create_rule(draft)
+            .await
             .map_err(control_error)?;
         Ok(Response::new(to_api(&view)))
     }

@@ -134,7 +134,7 @@ fn packet_costs(short: bool) -> Value {
         "request, watched (parse + event)".into(),
         summary(per_packet(&mut dp, &request, Some(root), n)),
     );
-    targets.remove("/").expect("untarget");
+    targets.remove("/", None).expect("untarget");
     let capture = ["traceparent".to_owned(), "x-fi-target".to_owned()];
     for i in 0..256 {
         let draft = Draft {

@@ -89,10 +89,12 @@ fn run(report_dir: &std::path::Path) -> Result<(), String> {
     let test = shop.shop_test();
 
     step("watching requests live while the functional test runs once (fictl watch)");
-    let mut watcher = fictl(&["watch", "--target", &lab_cgroup, "--count", "6"])
+    // Targeted first, so that the kernel reports every request of the run whenever the
+    // watch's stream begins; `--recent` then shows those that came before it.
+    show(fictl(&["target", "add", &lab_cgroup]).stdout(Stdio::null()));
+    let mut watcher = fictl(&["watch", "--target", &lab_cgroup, "--recent", "--count", "6"])
         .spawn()
         .map_err(|e| format!("fictl watch: {e}"))?;
-    std::thread::sleep(Duration::from_millis(300));
     // In the client container, so that the test's own requests are seen too.
     let ok = show(shop.client.command("sh").args(["-c", &test]));
     // Six requests make one checkout; do not wait forever should one be missed.
@@ -104,6 +106,7 @@ fn run(report_dir: &std::path::Path) -> Result<(), String> {
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
+    show(fictl(&["target", "rm", &lab_cgroup]).stdout(Stdio::null()));
     if !ok.is_some_and(|s| s.success()) {
         return Err("the functional test does not pass without faults".into());
     }

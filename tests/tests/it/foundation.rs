@@ -156,7 +156,7 @@ fn privileged_tests_fail_with_a_clear_message_without_root() {
         .arg(&exe)
         .args([
             "--exact",
-            "sigkill_of_the_daemon_leaves_nothing_attached",
+            "foundation::sigkill_of_the_daemon_leaves_nothing_attached",
             "--test-threads=1",
         ])
         .env_remove("FI_BIN_DIR")

@@ -3,6 +3,54 @@
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
+/// Whether a process descends from this test process: the other tests of this binary run
+/// beside the demo, and what they make is theirs, not the demo's.
+fn ours(pid: u32) -> bool {
+    let me = std::process::id();
+    let mut pid = pid;
+    for _ in 0..64 {
+        if pid == me {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces, so read after its ')'.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
+}
+
+/// Whether a name made by a lab or a daemon is of this test process (labs carry its pid in
+/// hex, daemons' injectors and test cgroups their own pid in decimal).
+fn made_by_us(name: &str) -> bool {
+    let hex = format!("{:x}", std::process::id());
+    let lab = ["fib", "fv", "fi-test-"]
+        .iter()
+        .any(|p| name.strip_prefix(p).is_some_and(|id| id.starts_with(&hex)));
+    let daemon = ["fii", "fi.explore-"].iter().any(|p| {
+        name.strip_prefix(p)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|pid| pid.parse().ok())
+            .is_some_and(ours)
+    });
+    lab || daemon
+}
+
 /// What the demo could leave behind: namespaces, lab cgroups, test links, processes.
 fn leftovers() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
@@ -28,14 +76,14 @@ fn leftovers() -> BTreeSet<String> {
             .split('@')
             .next()
             .unwrap_or("");
-        if ["fib", "fv", "fii"].iter().any(|p| name.starts_with(p)) {
+        if ["fib", "fv", "fii"].iter().any(|p| name.starts_with(p)) && !made_by_us(name) {
             found.insert(format!("link {name}"));
         }
     }
     let mount = fi_tests::net::cgroup2_mount();
     for entry in std::fs::read_dir(&mount).expect("cgroup2 mount").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("fi-test-") || name.starts_with("fi.explore-") {
+        if (name.starts_with("fi-test-") || name.starts_with("fi.explore-")) && !made_by_us(&name) {
             found.insert(format!("cgroup {name}"));
         }
     }
@@ -45,7 +93,9 @@ fn leftovers() -> BTreeSet<String> {
             .output()
             .expect("pgrep");
         for pid in String::from_utf8_lossy(&out.stdout).lines() {
-            found.insert(format!("process {program} {pid}"));
+            if !pid.trim().parse().is_ok_and(ours) {
+                found.insert(format!("process {program} {pid}"));
+            }
         }
     }
     found
