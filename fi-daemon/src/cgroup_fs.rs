@@ -179,6 +179,31 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    #[test]
+    fn the_cache_answers_only_what_needs_no_scan() {
+        let root = std::env::temp_dir().join(format!("fi-cgcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        let mut index = CgroupIndex::new(root.clone());
+        let a = cgroup_id(&root.join("a")).unwrap();
+        assert_eq!(index.cached(a), None, "nothing is known before a scan");
+        assert_eq!(index.path_of(a), "/a");
+        assert_eq!(index.cached(a), Some("/a".to_owned()));
+        // A cgroup created after the scan: the cache cannot name it, a lookup can.
+        std::fs::create_dir(root.join("b")).unwrap();
+        let b = cgroup_id(&root.join("b")).unwrap();
+        assert_eq!(index.cached(b), None);
+        assert_eq!(index.path_of(b), "/b");
+        assert_eq!(index.cached(b), Some("/b".to_owned()));
+        // A missing id, once looked for, is named as such without a scan for a second.
+        assert_eq!(index.cached(u64::MAX), None);
+        assert_eq!(index.path_of(u64::MAX), format!("cgroup:{}", u64::MAX));
+        assert_eq!(index.cached(u64::MAX), Some(format!("cgroup:{}", u64::MAX)));
+        index.last_scan = Some(std::time::Instant::now() - std::time::Duration::from_secs(2));
+        assert_eq!(index.cached(u64::MAX), None, "then it is looked for again");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     const HYBRID: &str = "sysfs /sys sysfs rw,nosuid 0 0\n\
         tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
         cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
@@ -334,6 +359,10 @@ pub struct CgroupIndex {
     last_scan: Option<std::time::Instant>,
 }
 
+/// Cgroup paths by id, as [`CgroupIndex::path_of`] names them: what the event pump hands
+/// the request log with a batch of events.
+pub type CgroupPaths = std::collections::HashMap<u64, String>;
+
 /// Unknown ids remembered, at most.
 const MISSED: usize = 4096;
 
@@ -352,14 +381,13 @@ impl CgroupIndex {
     }
 
     /// The cgroup's path relative to the mount, or `cgroup:<id>` if it is gone.
+    /// May walk the whole hierarchy (blocking filesystem work); [`Self::cached`] says
+    /// when it would not.
     pub fn path_of(&mut self, id: u64) -> String {
         if let Some(path) = self.by_id.get(&id) {
             return path.clone();
         }
-        let stale = self
-            .last_scan
-            .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(1));
-        if stale || !self.missed.contains(&id) {
+        if self.needs_scan(id) {
             self.rescan();
         }
         match self.by_id.get(&id) {
@@ -372,6 +400,25 @@ impl CgroupIndex {
                 format!("cgroup:{id}")
             }
         }
+    }
+
+    /// What [`Self::path_of`] answers for `id` when it can answer without a scan: a
+    /// known cgroup's path, or `cgroup:<id>` for an id a scan missed less than a second
+    /// ago. `None` when only a scan can tell. Never touches the filesystem.
+    pub fn cached(&self, id: u64) -> Option<String> {
+        if let Some(path) = self.by_id.get(&id) {
+            return Some(path.clone());
+        }
+        (!self.needs_scan(id)).then(|| format!("cgroup:{id}"))
+    }
+
+    /// Whether naming the unknown `id` takes a scan: the first time it is asked for, then
+    /// at most once a second.
+    fn needs_scan(&self, id: u64) -> bool {
+        let stale = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(1));
+        stale || !self.missed.contains(&id)
     }
 
     fn rescan(&mut self) {

@@ -8,7 +8,13 @@
 //! thread's wake-up (with no timer slack) and the send. `cargo xtask bench` measures it.
 
 use std::{
-    cmp::Reverse, collections::BinaryHeap, io, process::Command, sync::mpsc, thread, time::Duration,
+    cmp::Reverse,
+    collections::BinaryHeap,
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    sync::mpsc,
+    thread,
+    time::Duration,
 };
 
 use fi_common::{
@@ -17,41 +23,63 @@ use fi_common::{
 };
 use tracing::warn;
 
-use crate::rules::monotonic_now;
+use crate::{links, rules::monotonic_now};
 
 /// The daemon's injector: a veth pair (`<name>a`, `<name>b`); packets are sent on the
-/// `a` side, where fi_reinject redirects them.
+/// `a` side, where fi_reinject redirects them. Dropping it closes its sockets and removes
+/// the pair.
 #[derive(Debug)]
 pub struct Injector {
     /// The interface packets are sent on.
     pub send_side: String,
-    ifindex: i32,
-    socket: i32,
+    ifindex: u32,
+    socket: OwnedFd,
     /// Raw IP sockets (IPv4, IPv6) for packets held on lo: they must be routed again.
-    raw4: i32,
-    raw6: i32,
+    raw4: OwnedFd,
+    raw6: OwnedFd,
 }
 
 /// lo's index in every network namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 
-fn ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+/// A new socket(2), owned (closed on drop), close-on-exec.
+fn socket(domain: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2), no pointers.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: a descriptor socket(2) just returned, open and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A raw IP socket of `domain`; IPPROTO_RAW implies that we give the IP header.
+fn socket_raw(domain: libc::c_int) -> io::Result<OwnedFd> {
+    socket(domain, libc::IPPROTO_RAW)
+}
+
+/// Sets SO_MARK on a socket.
+fn set_mark(socket: &OwnedFd, mark: u32) -> io::Result<()> {
+    // SAFETY: setsockopt with a u32 option value on an open socket.
+    if unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&raw const mark).cast(),
+            size_of::<u32>() as u32,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Injector {
     /// The ifindex of the interface packets are sent on.
     pub fn ifindex(&self) -> u32 {
-        self.ifindex as u32
+        self.ifindex
     }
 
     /// Creates the veth pair `<base>a`/`<base>b` (replacing a stale one left by a daemon
@@ -60,60 +88,28 @@ impl Injector {
         sweep_stale();
         let send_side = format!("{base}a");
         let peer = format!("{base}b");
-        let _ = ip(&["link", "del", &send_side]);
-        ip(&[
-            "link", "add", &send_side, "type", "veth", "peer", "name", &peer,
-        ])?;
-        for side in [&send_side, &peer] {
+        let _ = links::delete(&send_side);
+        links::create_veth(&send_side, &peer)?;
+        // From here on the pair is ours: a failure removes it.
+        Self::configure(send_side.clone(), &peer).inspect_err(|_| {
+            let _ = links::delete(&send_side);
+        })
+    }
+
+    /// Brings up a new pair and opens the sockets.
+    fn configure(send_side: String, peer: &str) -> io::Result<Self> {
+        for side in [send_side.as_str(), peer] {
             // No addresses, no IPv6 chatter: nothing but re-injected packets here.
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{side}/disable_ipv6"), "1");
-            ip(&["link", "set", side, "up"])?;
+            links::set_up(side)?;
         }
-        let name = std::ffi::CString::new(send_side.clone()).map_err(io::Error::other)?;
-        // SAFETY: a valid NUL-terminated name.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-        // SAFETY: plain socket(2); the fd is owned by the Injector and closed on drop.
-        let socket =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        // SAFETY: as above; IPPROTO_RAW implies that we give the IP header.
-        let raw4 = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_RAW,
-            )
-        };
-        // SAFETY: as above.
-        let raw6 = unsafe {
-            libc::socket(
-                libc::AF_INET6,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_RAW,
-            )
-        };
-        if ifindex == 0 || socket < 0 || raw4 < 0 || raw6 < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        for fd in [socket, raw4, raw6] {
-            let mark: u32 = if fd == socket {
-                INJECT_MARK
-            } else {
-                REINJECTED_MARK
-            };
-            // SAFETY: setsockopt with a u32 value on our own socket.
-            if unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_MARK,
-                    (&raw const mark).cast(),
-                    size_of::<u32>() as u32,
-                )
-            } != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let ifindex = links::index_of(&send_side)?;
+        let socket = socket(libc::AF_PACKET, 0)?;
+        let raw4 = socket_raw(libc::AF_INET)?;
+        let raw6 = socket_raw(libc::AF_INET6)?;
+        set_mark(&socket, INJECT_MARK)?;
+        set_mark(&raw4, REINJECTED_MARK)?;
+        set_mark(&raw6, REINJECTED_MARK)?;
         Ok(Self {
             send_side,
             ifindex,
@@ -134,35 +130,25 @@ impl Injector {
         if held.claim >> 1 == LOOPBACK_IFINDEX {
             return self.send_routed(&frame);
         }
-        let mark: u32 = INJECT_MARK | held.claim;
-        // SAFETY: setsockopt with a u32 option value; sendto with a valid buffer and a
-        // zeroed sockaddr_ll naming our interface.
-        unsafe {
-            if libc::setsockopt(
-                self.socket,
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                (&raw const mark).cast(),
-                size_of::<u32>() as u32,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
+        set_mark(&self.socket, INJECT_MARK | held.claim)?;
+        // SAFETY: a zeroed sockaddr_ll is valid; sendto with a valid buffer and that
+        // sockaddr, naming our interface, on an open socket.
+        let sent = unsafe {
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
             addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = self.ifindex;
+            addr.sll_ifindex = self.ifindex as i32;
             addr.sll_halen = 6;
-            let sent = libc::sendto(
-                self.socket,
+            libc::sendto(
+                self.socket.as_raw_fd(),
                 frame.as_ptr().cast(),
                 frame.len(),
                 0,
                 (&raw const addr).cast(),
                 size_of::<libc::sockaddr_ll>() as u32,
-            );
-            if sent < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(())
     }
@@ -174,14 +160,15 @@ impl Injector {
     /// hook pass it.
     fn send_routed(&self, frame: &[u8]) -> io::Result<()> {
         let ip = &frame[14..];
-        // SAFETY: sendto with a valid buffer and a sockaddr of the right family and size.
+        // SAFETY: sendto with a valid buffer and a sockaddr of the right family and size,
+        // on open sockets.
         let sent = unsafe {
             if ip[0] >> 4 == 4 {
                 let mut addr: libc::sockaddr_in = std::mem::zeroed();
                 addr.sin_family = libc::AF_INET as u16;
                 addr.sin_addr.s_addr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
                 libc::sendto(
-                    self.raw4,
+                    self.raw4.as_raw_fd(),
                     ip.as_ptr().cast(),
                     ip.len(),
                     0,
@@ -193,7 +180,7 @@ impl Injector {
                 addr.sin6_family = libc::AF_INET6 as u16;
                 addr.sin6_addr.s6_addr.copy_from_slice(&ip[24..40]);
                 libc::sendto(
-                    self.raw6,
+                    self.raw6.as_raw_fd(),
                     ip.as_ptr().cast(),
                     ip.len(),
                     0,
@@ -210,14 +197,9 @@ impl Injector {
 }
 
 impl Drop for Injector {
+    /// The sockets close when their fields drop, right after this.
     fn drop(&mut self) {
-        // SAFETY: our own fds.
-        unsafe {
-            libc::close(self.socket);
-            libc::close(self.raw4);
-            libc::close(self.raw6);
-        }
-        let _ = ip(&["link", "del", &self.send_side]);
+        let _ = links::delete(&self.send_side);
     }
 }
 
@@ -226,18 +208,20 @@ impl Drop for Injector {
 /// The names come from rtnetlink, so a daemon in a network namespace sees that
 /// namespace's interfaces.
 fn sweep_stale() {
-    let names = crate::links::names().unwrap_or_default();
+    let names = links::names().unwrap_or_default();
     for name in names {
-        let pid = name
-            .strip_prefix(crate::interfaces::INJECTOR_PREFIX)
-            .and_then(|rest| rest.strip_suffix('a'))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !crate::instance::daemon_alive(pid)
-        {
-            let _ = ip(&["link", "del", &name]);
+        if injector_pid(&name).is_some_and(|pid| !crate::instance::daemon_alive(pid)) {
+            let _ = links::delete(&name);
         }
     }
+}
+
+/// The pid of the daemon whose injector's send side is called `name`, if it is one
+/// (`<INJECTOR_PREFIX><pid>a`).
+fn injector_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(crate::interfaces::INJECTOR_PREFIX)
+        .and_then(|rest| rest.strip_suffix('a'))
+        .and_then(|pid| pid.parse::<u32>().ok())
 }
 
 struct Due(Duration, Box<HeldEvent>);
@@ -346,4 +330,22 @@ pub fn start(injector: Injector) -> io::Result<Delays> {
             }
         })?;
     Ok(Delays { tx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_injector_send_sides_name_a_daemon() {
+        assert_eq!(injector_pid("fii1234a"), Some(1234));
+        assert_eq!(
+            injector_pid("fii1234b"),
+            None,
+            "the peer goes with its pair"
+        );
+        assert_eq!(injector_pid("fiixa"), None);
+        assert_eq!(injector_pid("veth1234a"), None);
+        assert_eq!(injector_pid("fiia"), None);
+    }
 }

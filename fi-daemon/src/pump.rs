@@ -1,6 +1,12 @@
 //! The event pump: reads the kernel's ring buffer as events arrive and feeds the request
 //! log. The kernel never waits for it: when it falls behind, the ring fills and the
 //! programs count the events they could not write (`events_lost`).
+//!
+//! Naming the cgroup a request came from may walk the whole cgroup tree (a cgroup made a
+//! moment ago, such as an exploration's test cgroup, is not known yet). The pump does it
+//! for a whole batch before it takes the log's lock, which every gRPC call that reads the
+//! log waits on, and on a blocking thread, never on the async workers. The log only
+//! receives names.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,40 +14,174 @@ use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
-use crate::{events, requests::RequestLog};
+use crate::{
+    cgroup_fs::{CgroupIndex, CgroupPaths},
+    events::{self, DecodeError, KernelEvent},
+    requests::RequestLog,
+};
 
 pub async fn run(
     ring: RingBuf<MapData>,
     log: Arc<Mutex<RequestLog>>,
     delays: Option<crate::delay::Delays>,
 ) -> std::io::Result<()> {
+    // The cache of cgroup names lives here, outside the log.
+    let Ok(mut cgroups) = log.lock().map(|mut log| log.take_cgroup_index()) else {
+        return Ok(());
+    };
+    let mount = cgroups.mount().to_owned();
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it
     // lives, and the AsyncFd owns the RingBuf.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     loop {
-        let mut guard = fd.readable_mut().await?;
-        let ring = guard.get_inner_mut();
         // Decode outside the lock, then apply in one batch.
         let mut batch = Vec::new();
-        while let Some(item) = ring.next() {
-            batch.push(events::decode(&item));
+        {
+            let mut guard = fd.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                match events::decode(&item) {
+                    // Held packets go to the delay queue at once: their release time is
+                    // already set, and naming cgroups must not delay them.
+                    Ok(KernelEvent::Held(held)) => match &delays {
+                        Some(delays) => delays.hold(held),
+                        None => {
+                            warn!("a delayed request was held but the daemon has no injector")
+                        }
+                    },
+                    event => batch.push(event),
+                }
+            }
+            guard.clear_ready();
         }
-        guard.clear_ready();
+        let (mut named, unknown) = name_from_cache(&batch, &cgroups);
+        if !unknown.is_empty() {
+            let mut index = std::mem::replace(&mut cgroups, CgroupIndex::new(mount.clone()));
+            let scan = tokio::task::spawn_blocking(move || {
+                let names: Vec<(u64, String)> = unknown
+                    .into_iter()
+                    .map(|id| (id, index.path_of(id)))
+                    .collect();
+                (index, names)
+            });
+            match scan.await {
+                Ok((index, names)) => {
+                    cgroups = index;
+                    named.extend(names);
+                }
+                // The index starts over, empty; these requests show `cgroup:<id>`.
+                Err(err) => warn!(%err, "naming cgroups failed"),
+            }
+        }
         let Ok(mut log) = log.lock() else {
             return Ok(());
         };
         for event in batch {
             match event {
-                Ok(events::KernelEvent::Held(held)) => match &delays {
-                    Some(delays) => delays.hold(held),
-                    None => warn!("a delayed request was held but the daemon has no injector"),
-                },
-                Ok(event) => log.on_event(&event),
+                Ok(event) => log.on_event(&event, &named),
                 Err(err) => {
                     log.count_decode_error();
                     warn!(%err, "undecodable event from the kernel");
                 }
             }
         }
+    }
+}
+
+/// Names the cgroups of a batch's requests from what `index` knows without a scan.
+/// Returns those names and the ids only a scan can name, each once, in order of arrival.
+fn name_from_cache(
+    batch: &[Result<KernelEvent, DecodeError>],
+    index: &CgroupIndex,
+) -> (CgroupPaths, Vec<u64>) {
+    let mut named = CgroupPaths::new();
+    let mut unknown = Vec::new();
+    for event in batch {
+        let Ok(KernelEvent::Request(request)) = event else {
+            continue;
+        };
+        let id = request.header.cgroup_id;
+        if named.contains_key(&id) || unknown.contains(&id) {
+            continue;
+        }
+        match index.cached(id) {
+            Some(path) => {
+                named.insert(id, path);
+            }
+            None => unknown.push(id),
+        }
+    }
+    (named, unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use fi_common::{
+        event::{EVENT_FLOW_CLOSED, EVENT_REQUEST, EventHeader, FlowClosedEvent, RequestEvent},
+        http::{CaptureConfig, parse_request},
+    };
+
+    use super::*;
+    use crate::cgroup_fs::cgroup_id;
+
+    fn header(kind: u32, cgroup_id: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            ifindex: 1,
+            ts_ns: 1,
+            cookie: 1,
+            cgroup_id,
+            key: Default::default(),
+        }
+    }
+
+    fn request(cgroup_id: u64) -> Result<KernelEvent, DecodeError> {
+        Ok(KernelEvent::Request(RequestEvent {
+            header: header(EVENT_REQUEST, cgroup_id),
+            index: 0,
+            rule_id: 0,
+            fault: 0,
+            _pad: [0; 7],
+            head: parse_request(b"GET / HTTP/1.1\r\n\r\n", &CaptureConfig::EMPTY).unwrap(),
+        }))
+    }
+
+    #[test]
+    fn only_requests_of_cgroups_the_cache_cannot_name_are_left_to_a_scan() {
+        let root = std::env::temp_dir().join(format!("fi-pump-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("known")).unwrap();
+        let mut index = CgroupIndex::new(root.clone());
+        let known = cgroup_id(&root.join("known")).unwrap();
+        assert_eq!(index.path_of(known), "/known");
+        std::fs::create_dir(root.join("new")).unwrap();
+        let new = cgroup_id(&root.join("new")).unwrap();
+        let batch = vec![
+            request(new),
+            request(known),
+            Err(DecodeError::UnknownKind(9)),
+            Ok(KernelEvent::FlowClosed(FlowClosedEvent {
+                header: header(EVENT_FLOW_CLOSED, 77),
+                requests: 1,
+                responses: 0,
+            })),
+            request(new),
+            request(u64::MAX),
+        ];
+        let (named, unknown) = name_from_cache(&batch, &index);
+        assert_eq!(named, CgroupPaths::from([(known, "/known".to_owned())]));
+        assert_eq!(
+            unknown,
+            vec![new, u64::MAX],
+            "each once, and only requests' cgroups"
+        );
+        // What the blocking section does with them: the new cgroup is named.
+        assert_eq!(index.path_of(new), "/new");
+        assert_eq!(index.path_of(u64::MAX), format!("cgroup:{}", u64::MAX));
+        let (named, unknown) = name_from_cache(&batch, &index);
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(named.get(&new).map(String::as_str), Some("/new"));
+        assert_eq!(named.get(&u64::MAX), Some(&format!("cgroup:{}", u64::MAX)));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

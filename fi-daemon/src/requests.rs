@@ -16,7 +16,11 @@ use fi_common::{
 };
 use tokio::sync::broadcast;
 
-use crate::{cgroup_fs::CgroupIndex, events::KernelEvent, graph::CallGraph};
+use crate::{
+    cgroup_fs::{CgroupIndex, CgroupPaths},
+    events::KernelEvent,
+    graph::CallGraph,
+};
 
 /// Completed requests kept for `include_recent` and late watchers.
 pub const RECENT: usize = 10_000;
@@ -99,11 +103,16 @@ impl Default for Clock {
     }
 }
 
-/// The join of requests and responses.
+/// The join of requests and responses. It never looks at the filesystem: the cgroups of
+/// its events come named (see [`RequestLog::take_cgroup_index`]), so holding its lock
+/// stays short.
 #[derive(Debug)]
 pub struct RequestLog {
     clock: Clock,
-    cgroups: CgroupIndex,
+    /// Until the event pump takes it: the pump names cgroups before it takes this log's
+    /// lock, off the async worker threads.
+    cgroups: Option<CgroupIndex>,
+    cgroup_mount: std::path::PathBuf,
     header_names: Vec<String>,
     next_id: u64,
     pending: HashMap<(u64, u32), ObservedRequest>,
@@ -118,13 +127,16 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    /// `header_names[i]` is the name captured in slot i.
+    /// `header_names[i]` is the name captured in slot i. `cgroups` names the cgroups of
+    /// the events this log will be given; it is the event pump's to use
+    /// ([`Self::take_cgroup_index`]).
     pub fn new(cgroups: CgroupIndex, header_names: Vec<String>) -> Self {
         let (completed, _) = broadcast::channel(4096);
         let (injected, _) = broadcast::channel(1024);
         Self {
             clock: Clock::new(),
-            cgroups,
+            cgroup_mount: cgroups.mount().to_owned(),
+            cgroups: Some(cgroups),
             header_names,
             next_id: 1,
             pending: HashMap::new(),
@@ -169,9 +181,20 @@ impl RequestLog {
         self.decode_errors += 1;
     }
 
-    pub fn on_event(&mut self, event: &KernelEvent) {
+    /// The index that names the cgroups of this log's events, for whoever feeds it (the
+    /// event pump), so that the naming, which may walk the cgroup tree, happens outside
+    /// this log's lock. A second call gets a new, empty index of the same hierarchy.
+    pub fn take_cgroup_index(&mut self) -> CgroupIndex {
+        self.cgroups
+            .take()
+            .unwrap_or_else(|| CgroupIndex::new(self.cgroup_mount.clone()))
+    }
+
+    /// Applies one event. `cgroups` names the cgroup of every request event (as
+    /// [`CgroupIndex::path_of`] does); an id it lacks is shown as `cgroup:<id>`.
+    pub fn on_event(&mut self, event: &KernelEvent, cgroups: &CgroupPaths) {
         match event {
-            KernelEvent::Request(e) => self.on_request(e),
+            KernelEvent::Request(e) => self.on_request(e, cgroups),
             KernelEvent::Response(e) => self.on_response(e),
             KernelEvent::FlowClosed(e) => self.on_flow_closed(e),
             // Held packets go to the delay queue, not to the log.
@@ -179,7 +202,8 @@ impl RequestLog {
         }
     }
 
-    fn on_request(&mut self, e: &RequestEvent) {
+    fn on_request(&mut self, e: &RequestEvent, cgroups: &CgroupPaths) {
+        let cgroup_id = e.header.cgroup_id;
         let head: &RequestHead = &e.head;
         // The kernel reports heads of known methods only: anything else is corrupt.
         let Some(method) = Method::from_u8(head.method) else {
@@ -196,8 +220,11 @@ impl RequestLog {
         let request = ObservedRequest {
             id: self.next_id,
             start: self.clock.wall(e.header.ts_ns),
-            source_cgroup: self.cgroups.path_of(e.header.cgroup_id),
-            source_cgroup_id: e.header.cgroup_id,
+            source_cgroup: cgroups
+                .get(&cgroup_id)
+                .cloned()
+                .unwrap_or_else(|| format!("cgroup:{cgroup_id}")),
+            source_cgroup_id: cgroup_id,
             client: socket(&e.header.key.client, e.header.key.client_port),
             server: socket(&e.header.key.server, e.header.key.server_port),
             method,
@@ -328,21 +355,39 @@ mod tests {
     fn responses_complete_their_requests_in_order() {
         let mut log = log();
         let mut rx = log.subscribe();
-        log.on_event(&request(
-            7,
-            0,
-            b"GET /a HTTP/1.1\r\nHost: b:8080\r\ntraceparent: t1\r\n\r\n",
-        ));
-        log.on_event(&request(7, 1, b"POST /b HTTP/1.1\r\nHost: b:8080\r\n\r\n"));
+        // The pump names the events' cgroups; the log takes the names as given.
+        let named = CgroupPaths::from([(1, "/shop/api".to_owned())]);
+        log.on_event(
+            &request(
+                7,
+                0,
+                b"GET /a HTTP/1.1\r\nHost: b:8080\r\ntraceparent: t1\r\n\r\n",
+            ),
+            &named,
+        );
+        log.on_event(
+            &request(7, 1, b"POST /b HTTP/1.1\r\nHost: b:8080\r\n\r\n"),
+            &named,
+        );
         assert!(
             rx.try_recv().is_err(),
             "nothing completes before its response"
         );
-        log.on_event(&response(7, 0, b"HTTP/1.1 200 OK\r\n\r\n"));
-        log.on_event(&response(7, 1, b"HTTP/1.1 503 Busy\r\n\r\n"));
+        log.on_event(
+            &response(7, 0, b"HTTP/1.1 200 OK\r\n\r\n"),
+            &CgroupPaths::new(),
+        );
+        log.on_event(
+            &response(7, 1, b"HTTP/1.1 503 Busy\r\n\r\n"),
+            &CgroupPaths::new(),
+        );
         let first = rx.try_recv().unwrap();
         let second = rx.try_recv().unwrap();
         assert_eq!((first.method.as_str(), first.path.as_str()), ("GET", "/a"));
+        assert_eq!(
+            (first.source_cgroup.as_str(), first.source_cgroup_id),
+            ("/shop/api", 1)
+        );
         assert_eq!(
             first.headers,
             vec![("traceparent".to_owned(), "t1".to_owned())]
@@ -365,20 +410,34 @@ mod tests {
     fn a_closed_flow_completes_what_got_no_answer() {
         let mut log = log();
         let mut rx = log.subscribe();
-        log.on_event(&request(9, 0, b"GET /x HTTP/1.1\r\n\r\n"));
-        log.on_event(&KernelEvent::FlowClosed(FlowClosedEvent {
-            header: header(EVENT_FLOW_CLOSED, 9),
-            requests: 1,
-            responses: 0,
-        }));
-        assert_eq!(rx.try_recv().unwrap().outcome, Outcome::NoResponse);
+        log.on_event(
+            &request(9, 0, b"GET /x HTTP/1.1\r\n\r\n"),
+            &CgroupPaths::new(),
+        );
+        log.on_event(
+            &KernelEvent::FlowClosed(FlowClosedEvent {
+                header: header(EVENT_FLOW_CLOSED, 9),
+                requests: 1,
+                responses: 0,
+            }),
+            &CgroupPaths::new(),
+        );
+        let request = rx.try_recv().unwrap();
+        assert_eq!(request.outcome, Outcome::NoResponse);
+        assert_eq!(
+            request.source_cgroup, "cgroup:1",
+            "an id not named is shown as such"
+        );
         assert_eq!(log.graph().edges.values().next().unwrap().no_response, 1);
     }
 
     #[test]
     fn a_response_without_a_request_is_ignored() {
         let mut log = log();
-        log.on_event(&response(1, 0, b"HTTP/1.1 200 OK\r\n\r\n"));
+        log.on_event(
+            &response(1, 0, b"HTTP/1.1 200 OK\r\n\r\n"),
+            &CgroupPaths::new(),
+        );
         assert_eq!(log.recent().count(), 0);
     }
 }
