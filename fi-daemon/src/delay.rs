@@ -23,7 +23,7 @@ use fi_common::{
 };
 use tracing::warn;
 
-use crate::{links, rules::monotonic_now};
+use crate::{clock::monotonic_now, instance::INJECTOR_PREFIX, links};
 
 /// The daemon's injector: a veth pair (`<name>a`, `<name>b`); packets are sent on the
 /// `a` side, where fi_reinject redirects them. Dropping it closes its sockets and removes
@@ -219,7 +219,7 @@ fn sweep_stale() {
 /// The pid of the daemon whose injector's send side is called `name`, if it is one
 /// (`<INJECTOR_PREFIX><pid>a`).
 fn injector_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(crate::interfaces::INJECTOR_PREFIX)
+    name.strip_prefix(INJECTOR_PREFIX)
         .and_then(|rest| rest.strip_suffix('a'))
         .and_then(|pid| pid.parse::<u32>().ok())
 }

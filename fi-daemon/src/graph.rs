@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::requests::{ObservedRequest, Outcome};
+use crate::observed::{ObservedRequest, Outcome};
 
 /// Log-scale latency histogram: bucket i holds values in [2^(i/4), 2^((i+1)/4)) ns, so
 /// quantiles are within ~19 % (a quarter of an octave).

@@ -9,6 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// Name prefix of a daemon's injector veth pair (`fii<pid>a`, `fii<pid>b`, see
+/// crate::delay); interfaces never attach to them.
+pub const INJECTOR_PREFIX: &str = "fii";
 /// The prefix of test cgroups: `fi.explore-<pid>-<exploration>`.
 const TEST_CGROUP: &str = "fi.explore-";
 /// The prefix of an exploration's runtime directory: `fi-explore-<pid>-<exploration>`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{control::Control, links::LinkEvent};
+use crate::{control::Control, instance::INJECTOR_PREFIX, links::LinkEvent};
 
 /// Which veths get the programs when they appear.
 #[derive(Debug, Clone)]
@@ -15,9 +15,6 @@ pub struct VethPolicy {
     /// Name prefixes; empty means every veth.
     pub prefixes: Vec<String>,
 }
-
-/// Name prefix of fi's own injector veths (crate::delay), never watched.
-pub const INJECTOR_PREFIX: &str = "fii";
 
 impl VethPolicy {
     pub fn wants(&self, name: &str) -> bool {

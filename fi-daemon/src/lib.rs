@@ -30,6 +30,7 @@ pub mod interfaces;
 #[cfg(test)]
 mod layers;
 pub mod links;
+pub mod observed;
 pub mod pump;
 pub mod requests;
 pub mod rules;

@@ -16,6 +16,7 @@ use fi_common::{
 };
 use tokio::sync::broadcast;
 
+pub use crate::observed::{ObservedRequest, Outcome};
 use crate::{
     cgroup_fs::{CgroupIndex, CgroupPaths},
     events::KernelEvent,
@@ -26,39 +27,6 @@ use crate::{
 pub const RECENT: usize = 10_000;
 /// Requests waiting for a response, at most (a bound on memory, whatever the traffic).
 pub const MAX_PENDING: usize = 65_536;
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Response {
-        status: u16,
-        latency: Duration,
-    },
-    /// The connection closed first.
-    NoResponse,
-}
-
-/// One request, as the kernel saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedRequest {
-    pub id: u64,
-    pub start: SystemTime,
-    pub source_cgroup: String,
-    pub source_cgroup_id: u64,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-    pub method: Method,
-    pub host: String,
-    pub path: String,
-    pub path_truncated: bool,
-    pub http_minor: u8,
-    /// Captured headers, lower-case name -> value.
-    pub headers: Vec<(String, String)>,
-    pub outcome: Outcome,
-    pub index: u32,
-    /// The fault a rule injected into it: (rule id, fault).
-    pub fault: Option<(u32, Fault)>,
-}
 
 fn socket(addr: &[u8; 16], port: u16) -> SocketAddr {
     let ip = match as_v4(addr) {

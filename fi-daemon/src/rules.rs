@@ -19,7 +19,7 @@ use fi_common::{
     },
 };
 
-pub use crate::clock::monotonic_now;
+use crate::clock::monotonic_now;
 use crate::{
     dataplane::RuleMaps,
     targets::{Resolve, TargetError},

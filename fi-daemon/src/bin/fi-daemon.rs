@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     // The injector for delays: a veth pair of this daemon's own.
     let injector = Injector::create(&format!(
         "{}{}",
-        interfaces::INJECTOR_PREFIX,
+        fi_daemon::instance::INJECTOR_PREFIX,
         std::process::id()
     ))
     .context("creating the delay injector (veth pair)")?;
