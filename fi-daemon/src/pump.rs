@@ -23,12 +23,10 @@ use crate::{
 pub async fn run(
     ring: RingBuf<MapData>,
     log: Arc<Mutex<RequestLog>>,
+    // The cache of cgroup names lives here, outside the log.
+    mut cgroups: CgroupIndex,
     delays: Option<crate::delay::Delays>,
 ) -> std::io::Result<()> {
-    // The cache of cgroup names lives here, outside the log.
-    let Ok(mut cgroups) = log.lock().map(|mut log| log.take_cgroup_index()) else {
-        return Ok(());
-    };
     let mount = cgroups.mount().to_owned();
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it
     // lives, and the AsyncFd owns the RingBuf.

@@ -17,11 +17,7 @@ use fi_common::{
 use tokio::sync::broadcast;
 
 pub use crate::observed::{ObservedRequest, Outcome};
-use crate::{
-    cgroup_fs::{CgroupIndex, CgroupPaths},
-    events::KernelEvent,
-    graph::CallGraph,
-};
+use crate::{cgroup_fs::CgroupPaths, events::KernelEvent, graph::CallGraph};
 
 /// Completed requests kept for `include_recent` and late watchers.
 pub const RECENT: usize = 10_000;
@@ -72,15 +68,11 @@ impl Default for Clock {
 }
 
 /// The join of requests and responses. It never looks at the filesystem: the cgroups of
-/// its events come named (see [`RequestLog::take_cgroup_index`]), so holding its lock
-/// stays short.
+/// its events come named by the event pump (`crate::pump`), so holding its lock stays
+/// short.
 #[derive(Debug)]
 pub struct RequestLog {
     clock: Clock,
-    /// Until the event pump takes it: the pump names cgroups before it takes this log's
-    /// lock, off the async worker threads.
-    cgroups: Option<CgroupIndex>,
-    cgroup_mount: std::path::PathBuf,
     header_names: Vec<String>,
     next_id: u64,
     pending: HashMap<(u64, u32), ObservedRequest>,
@@ -95,16 +87,12 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    /// `header_names[i]` is the name captured in slot i. `cgroups` names the cgroups of
-    /// the events this log will be given; it is the event pump's to use
-    /// ([`Self::take_cgroup_index`]).
-    pub fn new(cgroups: CgroupIndex, header_names: Vec<String>) -> Self {
+    /// `header_names[i]` is the name captured in slot i.
+    pub fn new(header_names: Vec<String>) -> Self {
         let (completed, _) = broadcast::channel(4096);
         let (injected, _) = broadcast::channel(1024);
         Self {
             clock: Clock::new(),
-            cgroup_mount: cgroups.mount().to_owned(),
-            cgroups: Some(cgroups),
             header_names,
             next_id: 1,
             pending: HashMap::new(),
@@ -117,12 +105,12 @@ impl RequestLog {
         }
     }
 
-    /// Completed requests, as they complete.
     /// Requests with an injected fault, when the fault happens.
     pub fn subscribe_injected(&self) -> broadcast::Receiver<Arc<ObservedRequest>> {
         self.injected.subscribe()
     }
 
+    /// Completed requests, as they complete.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ObservedRequest>> {
         self.completed.subscribe()
     }
@@ -147,15 +135,6 @@ impl RequestLog {
 
     pub fn count_decode_error(&mut self) {
         self.decode_errors += 1;
-    }
-
-    /// The index that names the cgroups of this log's events, for whoever feeds it (the
-    /// event pump), so that the naming, which may walk the cgroup tree, happens outside
-    /// this log's lock. A second call gets a new, empty index of the same hierarchy.
-    pub fn take_cgroup_index(&mut self) -> CgroupIndex {
-        self.cgroups
-            .take()
-            .unwrap_or_else(|| CgroupIndex::new(self.cgroup_mount.clone()))
     }
 
     /// Applies one event. `cgroups` names the cgroup of every request event (as
@@ -313,10 +292,7 @@ mod tests {
     }
 
     fn log() -> RequestLog {
-        RequestLog::new(
-            CgroupIndex::new(std::env::temp_dir()),
-            vec!["traceparent".into()],
-        )
+        RequestLog::new(vec!["traceparent".into()])
     }
 
     #[test]

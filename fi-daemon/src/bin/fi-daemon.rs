@@ -185,10 +185,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    let requests = Arc::new(Mutex::new(RequestLog::new(
-        cgroup_fs::CgroupIndex::new(mount.clone()),
-        capture.clone(),
-    )));
+    let requests = Arc::new(Mutex::new(RequestLog::new(capture.clone())));
     let ring = dataplane.take_events()?;
     let rules = Rules::new(Box::new(dataplane.take_rule_maps()?));
 
@@ -235,7 +232,12 @@ async fn main() -> anyhow::Result<()> {
     ));
     let explorer = Explorer::new(Arc::clone(&control), store, runtime_dir, cgroup.clone());
     let daemon = Arc::new(Daemon::new(Arc::clone(&control), explorer));
-    let pump = tokio::spawn(pump::run(ring, requests, Some(delays)));
+    let pump = tokio::spawn(pump::run(
+        ring,
+        requests,
+        cgroup_fs::CgroupIndex::new(mount.clone()),
+        Some(delays),
+    ));
     // The dead-man switch: beats while the core locks can be taken and the runtime runs.
     let liveness = Arc::new(heartbeat::Liveness::default());
     // Weak: the core (and with it every attachment) still goes when main drops it.

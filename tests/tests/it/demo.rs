@@ -35,7 +35,8 @@ fn ours(pid: u32) -> bool {
 /// hex, daemons' injectors and test cgroups their own pid in decimal).
 fn made_by_us(name: &str) -> bool {
     let hex = format!("{:x}", std::process::id());
-    let lab = ["fib", "fv", "fi-test-"]
+    // Bridges `fib<id>`, veths `fv<id>..`, cgroups `fi-test-<id>`, namespaces `fi<id><name>`.
+    let lab = ["fib", "fv", "fi-test-", "fi"]
         .iter()
         .any(|p| name.strip_prefix(p).is_some_and(|id| id.starts_with(&hex)));
     let daemon = ["fii", "fi.explore-"].iter().any(|p| {
@@ -59,10 +60,10 @@ fn leftovers() -> BTreeSet<String> {
         .output()
         .expect("ip");
     for line in String::from_utf8_lossy(&netns.stdout).lines() {
-        found.insert(format!(
-            "netns {}",
-            line.split_whitespace().next().unwrap_or("")
-        ));
+        let name = line.split_whitespace().next().unwrap_or("");
+        if !made_by_us(name) {
+            found.insert(format!("netns {name}"));
+        }
     }
     let links = Command::new("ip")
         .args(["-o", "link"])
