@@ -3,8 +3,7 @@
 //! from its first instruction, and keeps the tail of its output.
 
 use std::{
-    ffi::CString,
-    os::unix::process::ExitStatusExt as _,
+    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -46,13 +45,12 @@ pub struct Running {
 impl Spawn<'_> {
     /// Starts `sh -c COMMAND` in the cgroup, stdin closed, stdout and stderr kept.
     pub fn start(&self) -> Result<Running, String> {
-        let procs = CString::new(
-            self.cgroup
-                .join("cgroup.procs")
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        // Opened before the fork (close-on-exec: it never reaches the test), so that the
+        // child only writes between fork and exec.
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.cgroup.join("cgroup.procs"))
+            .map_err(|e| format!("opening cgroup.procs of {:?}: {e}", self.cgroup))?;
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(self.command)
@@ -62,19 +60,16 @@ impl Spawn<'_> {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: between fork and exec only async-signal-safe calls (open, write,
-        // close) on memory prepared before the fork.
+        // SAFETY: between fork and exec the closure only makes one async-signal-safe call,
+        // write(2), on a descriptor opened before the fork; it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
                 // "0": the writing process itself.
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if ok { Ok(()) } else { Err(err) }
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
             });
         }
         let mut child = cmd
