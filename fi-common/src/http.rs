@@ -15,14 +15,11 @@ use crate::rule::RequestDigest;
 
 /// Bytes of a packet's payload that the kernel copies out and scans (power of two).
 pub const SCAN_LEN: usize = 2048;
-/// Bytes of the request target kept (power of two).
-pub const PATH_LEN: usize = 128;
+pub use crate::limits::{CAPTURE_SLOTS, PATH_LEN};
 /// Bytes of the Host header value kept (power of two).
 pub const HOST_LEN: usize = 64;
 /// Bytes of each captured header value kept (power of two).
 pub const HEADER_VALUE_LEN: usize = 64;
-/// Number of configurable captured headers (traceparent, the targeting header, ...).
-pub const CAPTURE_SLOTS: usize = 4;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
 /// Heads parsed by the main TC programs from one segment: the first; pipelined heads

@@ -13,6 +13,7 @@ pub mod event;
 pub mod fault;
 pub mod flow;
 pub mod http;
+pub mod limits;
 pub mod maps;
 pub mod rule;
 #[cfg(feature = "user")]

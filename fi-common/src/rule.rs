@@ -199,7 +199,7 @@ pub const HOST_LABELS: usize = 8;
 pub struct RequestDigest {
     /// `path_prefix[i]`: hash of the first i bytes of the path (without query), for
     /// i up to `min(path_len, PATH_LEN)`.
-    pub path_prefix: [u64; crate::http::PATH_LEN + 1],
+    pub path_prefix: [u64; crate::limits::PATH_LEN + 1],
     /// Hash of the whole path without its query, however long.
     pub path_hash: u64,
     /// Length of the path without its query.
@@ -216,23 +216,23 @@ pub struct RequestDigest {
     /// without the port).
     pub host_suffix: [u64; HOST_LABELS],
     /// Hash of each captured header's value (valid when the header is present).
-    pub header_hash: [u64; crate::http::CAPTURE_SLOTS],
+    pub header_hash: [u64; crate::limits::CAPTURE_SLOTS],
 }
 // path_prefix, path_hash, path_len, the four u8 fields, host_suffix, header_hash; no padding.
 const _: () = assert!(
     core::mem::size_of::<RequestDigest>()
-        == (crate::http::PATH_LEN + 1) * 8
+        == (crate::limits::PATH_LEN + 1) * 8
             + 8
             + 4
             + 4
             + HOST_LABELS * 8
-            + crate::http::CAPTURE_SLOTS * 8
+            + crate::limits::CAPTURE_SLOTS * 8
 );
 
 impl RequestDigest {
     pub const fn new() -> RequestDigest {
         let mut d = RequestDigest {
-            path_prefix: [0; crate::http::PATH_LEN + 1],
+            path_prefix: [0; crate::limits::PATH_LEN + 1],
             path_hash: FNV_BASIS,
             path_len: 0,
             in_query: 0,
@@ -240,7 +240,7 @@ impl RequestDigest {
             host_done: 0,
             host_bracket: 0,
             host_suffix: [0; HOST_LABELS],
-            header_hash: [FNV_BASIS; crate::http::CAPTURE_SLOTS],
+            header_hash: [FNV_BASIS; crate::limits::CAPTURE_SLOTS],
         };
         d.path_prefix[0] = FNV_BASIS;
         d
@@ -257,7 +257,7 @@ impl RequestDigest {
         self.host_labels = 0;
         self.host_done = 0;
         self.host_bracket = 0;
-        self.header_hash = [FNV_BASIS; crate::http::CAPTURE_SLOTS];
+        self.header_hash = [FNV_BASIS; crate::limits::CAPTURE_SLOTS];
     }
 
     /// A byte of the request target.
@@ -271,7 +271,7 @@ impl RequestDigest {
         }
         self.path_hash = fnv_step(self.path_hash, b);
         let len = self.path_len as usize;
-        if len < crate::http::PATH_LEN {
+        if len < crate::limits::PATH_LEN {
             self.path_prefix[len + 1] = self.path_hash;
         }
         self.path_len = self.path_len.saturating_add(1);
@@ -386,7 +386,7 @@ pub fn matches_connection(rule: &Rule, flow: &FlowState, key: &FlowKey, now_ns: 
 pub fn matches_request(
     rule: &Rule,
     method: u8,
-    header_lens: &[u8; crate::http::CAPTURE_SLOTS],
+    header_lens: &[u8; crate::limits::CAPTURE_SLOTS],
     d: &RequestDigest,
 ) -> bool {
     let f = rule.flags;
@@ -416,7 +416,7 @@ pub fn matches_request(
         let hit = if f & MATCH_PATH_PREFIX != 0 {
             let len = rule.path_len as usize;
             len <= d.path_len as usize
-                && len <= crate::http::PATH_LEN
+                && len <= crate::limits::PATH_LEN
                 && d.path_prefix[len] == rule.path_hash
         } else {
             rule.path_len == d.path_len && d.path_hash == rule.path_hash
@@ -426,7 +426,7 @@ pub fn matches_request(
         }
     }
     if f & MATCH_HEADER != 0 {
-        let slot = rule.header_slot as usize & (crate::http::CAPTURE_SLOTS - 1);
+        let slot = rule.header_slot as usize & (crate::limits::CAPTURE_SLOTS - 1);
         if header_lens[slot] == 0 || d.header_hash[slot] != rule.header_hash {
             return false;
         }

@@ -63,6 +63,9 @@ pub static FI_INJECTOR: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static FI_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
+/// Room for the pseudo-header (IPv6: 40), the TCP header (20) and an abort response.
+pub const CSUM_BUF_LEN: usize = 40 + 20 + fi_common::rule::ABORT_RESPONSE_LEN;
+
 /// Per-CPU working memory: too large for the 512-byte BPF stack. A program runs to
 /// completion on its CPU, so one slot per CPU is never shared.
 #[repr(C)]
@@ -74,7 +77,7 @@ pub struct Scratch {
     pub request_event: RequestEvent,
     pub response_event: ResponseEvent,
     /// Pseudo-header and segment, for checksums of rewritten packets.
-    pub csum: [u8; crate::reply::CSUM_BUF_LEN],
+    pub csum: [u8; CSUM_BUF_LEN],
     /// The flow key of a server's packet, turned around to look up its flow.
     pub reversed_key: FlowKey,
     /// What a main program hands to a followers program it tail-calls.

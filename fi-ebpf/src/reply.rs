@@ -12,15 +12,13 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_redirect, bpf_skb_change_tail},
     programs::TcContext,
 };
-use fi_common::{flow::DIRECTION_EGRESS, rule::ABORT_RESPONSE_LEN};
+use fi_common::flow::DIRECTION_EGRESS;
 
 use crate::{
-    maps::Scratch,
+    maps::{CSUM_BUF_LEN, Scratch},
     packet::{ETH_HEADER_LEN, Segment, TCP_ACK},
 };
 
-/// Room for the pseudo-header (IPv6: 40), the TCP header (20) and an abort response.
-pub const CSUM_BUF_LEN: usize = 40 + 20 + ABORT_RESPONSE_LEN;
 
 /// What the new segment carries.
 pub struct Answer {
