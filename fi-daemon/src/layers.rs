@@ -34,6 +34,12 @@ fn layer_of(module: &str) -> Option<usize> {
 
 /// The top-level modules a source text names through `crate::`, comments left out.
 fn used_modules(source: &str) -> Vec<String> {
+    used_through(source, "crate::")
+}
+
+/// The names a source text takes through `prefix` (`crate::`, `super::`), comments left
+/// out.
+fn used_through(source: &str, prefix: &str) -> Vec<String> {
     let code: String = source
         .lines()
         .map(|line| line.split("//").next().unwrap_or(""))
@@ -41,8 +47,8 @@ fn used_modules(source: &str) -> Vec<String> {
         .join("\n");
     let mut found = Vec::new();
     let mut rest = code.as_str();
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             // `crate::{a::b, c::{d, e}}`: the first name of each top-level item.
             let mut depth = 0;
@@ -135,6 +141,58 @@ mod tests {
             "imports that point up or sideways:\n{}",
             wrong.join("\n")
         );
+    }
+
+    /// Inside a module directory (`explore/`, `server/`...), the files use each other
+    /// through `super::` without a circle.
+    #[test]
+    fn sibling_modules_form_no_circle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut circles = Vec::new();
+        for dir in std::fs::read_dir(&src).expect("src").flatten() {
+            let dir = dir.path();
+            if !dir.is_dir() || dir.ends_with("bin") {
+                continue;
+            }
+            let mut edges: Vec<(String, Vec<String>)> = Vec::new();
+            for file in std::fs::read_dir(&dir)
+                .expect("a module directory")
+                .flatten()
+            {
+                let path = file.path();
+                let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if path.extension().is_none_or(|e| e != "rs") || name == "mod" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                let mut uses = used_through(&text, "super::");
+                uses.retain(|u| u != name && u != "super" && u != "tests");
+                edges.push((name.to_owned(), uses));
+            }
+            // Depth-first search for a path back to where it started.
+            for (start, _) in &edges {
+                let mut stack = vec![(start.clone(), vec![start.clone()])];
+                while let Some((at, path)) = stack.pop() {
+                    let next = edges.iter().find(|(n, _)| *n == at).map(|(_, u)| u);
+                    for used in next.into_iter().flatten() {
+                        if used == start {
+                            circles.push(format!(
+                                "{}: {} -> {used}",
+                                dir.display(),
+                                path.join(" -> ")
+                            ));
+                        } else if !path.contains(used) {
+                            let mut longer = path.clone();
+                            longer.push(used.clone());
+                            stack.push((used.clone(), longer));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(circles.is_empty(), "circles:\n{}", circles.join("\n"));
     }
 
     #[test]

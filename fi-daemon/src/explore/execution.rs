@@ -4,25 +4,24 @@
 use std::{
     collections::BTreeMap,
     io::Write as _,
-    net::SocketAddr,
+    path::Path,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
-use fi_common::fault::Fault;
 use fi_explore::{
     compile::{self, RuleSpec},
-    model::{Execution, Outcome, Plan, PlannedFault, Response},
+    model::{Execution, ExploreConfig, Outcome, Plan, PlannedFault, Response},
     sites::{Seen, call_sites},
 };
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::{
-    run::Run,
+    handle::{InjectedFault, Running},
     spawn::{Exit, Spawn},
 };
 use crate::{
+    control::Control,
     requests::{ObservedRequest, Outcome as RequestOutcome},
     rules::Draft,
     targets::Targets,
@@ -31,22 +30,15 @@ use crate::{
 /// How long events may trail the test's exit (ring buffer, response pairing).
 const SETTLE: Duration = Duration::from_millis(250);
 
-/// A fault injected during the running execution (a line of FI_INJECTED_FAULTS).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InjectedFault {
-    pub execution: u32,
-    pub rule: u32,
-    pub source: String,
-    pub destination: SocketAddr,
-    pub method: String,
-    pub path: String,
-    /// In fi's fault grammar (`abort:503`), as a test reads it.
-    #[serde(serialize_with = "as_text")]
-    pub fault: Fault,
-}
-
-fn as_text<S: serde::Serializer>(fault: &Fault, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(fault)
+/// What one execution needs of its exploration.
+pub(super) struct Setting<'a> {
+    pub control: &'a Arc<Control>,
+    pub running: &'a Running,
+    pub config: &'a ExploreConfig,
+    /// (cgroup relative path, label), the test's first.
+    pub sources: &'a [(String, String)],
+    pub faults_file: &'a Path,
+    pub test_cgroup: &'a Path,
 }
 
 /// The rules of one execution: (rule id, what it injects).
@@ -68,11 +60,11 @@ pub(super) fn empty(number: u32, plan: Plan) -> Execution {
 }
 
 /// Runs the test once under `plan`.
-pub(super) async fn execute(run: &mut Run, plan: &Plan, number: u32) -> Execution {
+pub(super) async fn execute(run: &Setting<'_>, plan: &Plan, number: u32) -> Execution {
     let began = Instant::now();
     let mut execution = empty(number, plan.clone());
     run.running.begin_execution(number);
-    if let Err(e) = std::fs::write(&run.faults_file, b"") {
+    if let Err(e) = std::fs::write(run.faults_file, b"") {
         execution.outcome = Outcome::Error {
             message: format!("writing {:?}: {e}", run.faults_file),
         };
@@ -84,7 +76,7 @@ pub(super) async fn execute(run: &mut Run, plan: &Plan, number: u32) -> Executio
         execution.outcome = Outcome::Error { message };
         return execution;
     }
-    let control = Arc::clone(&run.explorer.control);
+    let control = Arc::clone(run.control);
     let subscribed = control
         .subscribe_requests()
         .and_then(|c| Ok((c, control.subscribe_injections()?)));
@@ -171,7 +163,7 @@ fn draft(spec: RuleSpec) -> Draft {
 }
 
 /// Installs the plan's rules; all or none.
-async fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
+async fn install(run: &Setting<'_>, plan: &Plan) -> Result<Installed, String> {
     let test_cgroup = run
         .sources
         .first()
@@ -182,7 +174,7 @@ async fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
         test_cgroup,
         run_timeout: Duration::from_millis(run.config.run_timeout_ms),
     };
-    let control = &run.explorer.control;
+    let control = &run.control;
     let mut installed = Vec::new();
     for (planned, spec) in compile::compile(plan, context) {
         match control.create_rule(draft(spec)).await {
@@ -197,7 +189,7 @@ async fn install(run: &Run, plan: &Plan) -> Result<Installed, String> {
 }
 
 /// Runs the reset command, within the run timeout.
-async fn reset_state(run: &Run, command: &str) -> Result<(), String> {
+async fn reset_state(run: &Setting<'_>, command: &str) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(command)
@@ -224,7 +216,7 @@ async fn reset_state(run: &Run, command: &str) -> Result<(), String> {
 
 /// Runs the test command in the test cgroup, keeping the faults file current.
 async fn run_test(
-    run: &Run,
+    run: &Setting<'_>,
     number: u32,
     plan: &Plan,
     rules: &Installed,
@@ -239,7 +231,7 @@ async fn run_test(
             ("FI_INJECTED_FAULTS", run.faults_file.display().to_string()),
             ("FI_PLAN", plan.to_string()),
         ],
-        cgroup: &run.test_cgroup,
+        cgroup: run.test_cgroup,
     };
     let mut test = match spawn.start() {
         Ok(test) => test,
@@ -248,7 +240,7 @@ async fn run_test(
     let timeout = tokio::time::sleep(Duration::from_millis(run.config.run_timeout_ms));
     tokio::pin!(timeout);
     let mut cancel = run.running.cancelled();
-    let mut stopping = run.explorer.control.stopping();
+    let mut stopping = run.control.stopping();
     let outcome = loop {
         tokio::select! {
             exit = test.wait() => break match exit {
@@ -270,7 +262,7 @@ async fn run_test(
 }
 
 /// Appends an injection of this execution's rules to the faults file and the live list.
-fn note_injection(run: &Run, number: u32, r: &ObservedRequest, rules: &Installed) {
+fn note_injection(run: &Setting<'_>, number: u32, r: &ObservedRequest, rules: &Installed) {
     let Some((rule, _)) = r.fault else { return };
     let Some((_, planned)) = rules.iter().find(|(id, _)| *id == rule) else {
         return;
@@ -288,7 +280,7 @@ fn note_injection(run: &Run, number: u32, r: &ObservedRequest, rules: &Installed
         // One write per line (O_APPEND): a reader never sees half a line.
         let written = std::fs::OpenOptions::new()
             .append(true)
-            .open(&run.faults_file)
+            .open(run.faults_file)
             .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
         if let Err(e) = written {
             tracing::warn!("writing {:?}: {e}", run.faults_file);
@@ -298,7 +290,7 @@ fn note_injection(run: &Run, number: u32, r: &ObservedRequest, rules: &Installed
 }
 
 /// The label of the source a cgroup belongs to (the deepest that contains it).
-fn label_of(run: &Run, cgroup: &str) -> Option<String> {
+fn label_of(run: &Setting<'_>, cgroup: &str) -> Option<String> {
     run.sources
         .iter()
         .filter(|(root, _)| Targets::is_under(cgroup, std::slice::from_ref(root)))
@@ -307,7 +299,12 @@ fn label_of(run: &Run, cgroup: &str) -> Option<String> {
 }
 
 /// A request of this execution as the call-site derivation takes it.
-fn seen(run: &Run, r: &ObservedRequest, rules: &Installed, wall_start: SystemTime) -> Option<Seen> {
+fn seen(
+    run: &Setting<'_>,
+    r: &ObservedRequest,
+    rules: &Installed,
+    wall_start: SystemTime,
+) -> Option<Seen> {
     let source = label_of(run, &r.source_cgroup)?;
     let start_ns = r
         .start

@@ -11,16 +11,13 @@ use std::{
 
 use fi_common::fault::Fault;
 use fi_explore::{
-    model::{Execution, ExplorationRow, ExploreConfig, Plan, Status},
+    model::{Execution, ExplorationRow, ExploreConfig, Status},
     report,
 };
-use tokio::sync::broadcast;
 
-use super::{execution::InjectedFault, run::Run};
-use crate::{
-    control::{Control, ControlError},
-    store::{Store, StoreError},
-};
+use super::handle::{ExploreError, InjectedFault, Mode, Running};
+use super::{handle::invalid, records::Records, run::Run};
+use crate::{control::Control, store::Store};
 
 /// Longest accepted command, target or directory (bytes).
 const MAX_FIELD: usize = 16 * 1024;
@@ -28,38 +25,6 @@ const MAX_TARGETS: usize = 64;
 const DEFAULT_MAX_EXECUTIONS: u32 = 500;
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExploreError {
-    #[error("exploration {0} is running: wait for it or cancel it (fictl explore cancel {0})")]
-    Busy(i64),
-    #[error("exploration {id} is not running (it is {status})")]
-    NotRunning { id: i64, status: &'static str },
-    #[error("no exploration is running")]
-    NoneRunning,
-    #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("execution {1} of exploration {0} does not exist")]
-    NoExecution(i64, u32),
-    #[error("creating {path:?}: {source}")]
-    Setup {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    #[error("explorer state ({0}) is poisoned by an earlier panic")]
-    Poisoned(&'static str),
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ExploreError {
-    ExploreError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
 
 /// What a client asks for; [`Explorer::start`] fills in the defaults.
 #[derive(Debug, Clone, Default)]
@@ -148,80 +113,6 @@ impl ExploreRequest {
     }
 }
 
-/// Where a running exploration is, for watchers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub id: i64,
-    pub status: Status,
-    pub done: u32,
-    pub known: u32,
-    pub failures: u32,
-    pub elapsed: Duration,
-    pub remaining: Duration,
-    pub last: Option<Execution>,
-    pub error: Option<String>,
-}
-
-/// A running exploration's handles.
-#[derive(Debug)]
-pub struct Running {
-    pub id: i64,
-    cancel: tokio::sync::watch::Sender<bool>,
-    progress: broadcast::Sender<Progress>,
-    current: Mutex<Progress>,
-    injected: Mutex<(u32, Vec<InjectedFault>)>,
-}
-
-impl Running {
-    fn cancel(&self) {
-        // send_replace: stored even when nobody waits yet (between executions).
-        self.cancel.send_replace(true);
-    }
-
-    pub(super) fn cancelled(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.cancel.subscribe()
-    }
-
-    pub(super) fn is_cancelled(&self) -> bool {
-        *self.cancel.borrow()
-    }
-
-    /// Where it is now, and every update from now on (the last one has a final status).
-    pub fn follow(&self) -> (Progress, broadcast::Receiver<Progress>) {
-        let updates = self.progress.subscribe();
-        let now = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        (now, updates)
-    }
-
-    pub(super) fn publish(&self, progress: Progress) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = progress.clone();
-        let _ = self.progress.send(progress);
-    }
-
-    pub(super) fn begin_execution(&self, number: u32) {
-        *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = (number, Vec::new());
-    }
-
-    pub(super) fn note_injected(&self, fault: InjectedFault) {
-        self.injected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .push(fault);
-    }
-}
-
-/// What to run: a search, or one plan again.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    Explore,
-    Replay(Plan),
-}
-
 /// An exploration to follow: running, or already over.
 #[derive(Debug)]
 pub enum Followed {
@@ -240,14 +131,14 @@ pub struct Injected {
 /// The daemon's explorer: the store and the exploration in progress (one at a time).
 #[derive(Debug)]
 pub struct Explorer {
-    pub(super) control: Arc<Control>,
+    control: Arc<Control>,
     running: Mutex<Option<Arc<Running>>>,
-    store: Mutex<Store>,
+    records: Arc<Records>,
     /// Where FI_INJECTED_FAULTS files live.
-    pub(super) runtime_dir: PathBuf,
+    runtime_dir: PathBuf,
     /// Where test cgroups are made (absolute): the sock_ops cgroup, so that the test's
     /// connections are attributed.
-    pub(super) cgroup_parent: PathBuf,
+    cgroup_parent: PathBuf,
 }
 
 impl Explorer {
@@ -260,16 +151,10 @@ impl Explorer {
         Explorer {
             control,
             running: Mutex::new(None),
-            store: Mutex::new(store),
+            records: Arc::new(Records::new(store)),
             runtime_dir,
             cgroup_parent,
         }
-    }
-
-    fn store(&self) -> Result<std::sync::MutexGuard<'_, Store>, ExploreError> {
-        self.store
-            .lock()
-            .map_err(|_| ExploreError::Poisoned("store"))
     }
 
     fn running(&self) -> Result<Option<Arc<Running>>, ExploreError> {
@@ -326,24 +211,8 @@ impl Explorer {
         if let Some(running) = slot.as_ref() {
             return Err(ExploreError::Busy(running.id));
         }
-        let id = self.store()?.create(&config)?;
-        let running = Arc::new(Running {
-            id,
-            cancel: tokio::sync::watch::Sender::new(false),
-            progress: broadcast::channel(1024).0,
-            current: Mutex::new(Progress {
-                id,
-                status: Status::Running,
-                done: 0,
-                known: 1,
-                failures: 0,
-                elapsed: Duration::ZERO,
-                remaining: Duration::ZERO,
-                last: None,
-                error: None,
-            }),
-            injected: Mutex::new((0, Vec::new())),
-        });
+        let id = self.records.store()?.create(&config)?;
+        let running = Arc::new(Running::new(id));
         *slot = Some(Arc::clone(&running));
         drop(slot);
         tokio::spawn(Arc::clone(self).drive(Arc::clone(&running), config, mode));
@@ -353,7 +222,13 @@ impl Explorer {
     /// Runs an exploration to its end and records how it ended.
     async fn drive(self: Arc<Self>, running: Arc<Running>, config: ExploreConfig, mode: Mode) {
         let id = running.id;
-        let (status, error) = match Run::new(&self, &running, config).await {
+        let ground = super::run::Ground {
+            control: Arc::clone(&self.control),
+            records: Arc::clone(&self.records),
+            runtime_dir: self.runtime_dir.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+        };
+        let (status, error) = match Run::new(ground, &running, config).await {
             Ok(mut run) => {
                 let outcome = run.go(mode).await;
                 run.teardown().await;
@@ -361,7 +236,7 @@ impl Explorer {
             }
             Err(e) => (Status::Failed, Some(e.to_string())),
         };
-        match self.store() {
+        match self.records.store() {
             Ok(store) => {
                 if let Err(e) = store.finish(id, status, error.as_deref()) {
                     tracing::error!(exploration = id, "recording the end: {e}");
@@ -389,7 +264,7 @@ impl Explorer {
         if let Some(running) = self.running()?.filter(|r| r.id == id) {
             return Ok(Followed::Live(running));
         }
-        Ok(Followed::Ended(Box::new(self.store()?.row(id)?)))
+        Ok(Followed::Ended(Box::new(self.records.store()?.row(id)?)))
     }
 
     pub fn cancel(&self, id: i64) -> Result<(), ExploreError> {
@@ -401,23 +276,23 @@ impl Explorer {
             }
             _ => Err(ExploreError::NotRunning {
                 id,
-                status: self.store()?.row(id)?.status.as_str(),
+                status: self.records.store()?.row(id)?.status.as_str(),
             }),
         }
     }
 
     /// The newest explorations first.
     pub fn list(&self, limit: u32) -> Result<Vec<ExplorationRow>, ExploreError> {
-        Ok(self.store()?.list(limit)?)
+        Ok(self.records.store()?.list(limit)?)
     }
 
     pub fn load(&self, id: i64) -> Result<fi_explore::model::Exploration, ExploreError> {
-        Ok(self.store()?.load(id)?)
+        Ok(self.records.store()?.load(id)?)
     }
 
     /// Two explorations, read together.
     pub fn diff(&self, base: i64, head: i64) -> Result<report::Diff, ExploreError> {
-        let store = self.store()?;
+        let store = self.records.store()?;
         let (base, head) = (store.load(base)?, store.load(head)?);
         drop(store);
         Ok(report::diff(&base, &head))
@@ -429,7 +304,7 @@ impl Explorer {
         exploration: i64,
         number: u32,
     ) -> Result<(ExplorationRow, Execution), ExploreError> {
-        let x = self.store()?.load(exploration)?;
+        let x = self.records.store()?.load(exploration)?;
         let e = x
             .executions
             .iter()
@@ -446,12 +321,12 @@ impl Explorer {
             .running()?
             .filter(|r| exploration == 0 || r.id == exploration)
         {
-            let injected = r.injected.lock().unwrap_or_else(|p| p.into_inner());
-            if exploration == 0 || execution == injected.0 {
+            let (now, faults) = r.injected();
+            if exploration == 0 || execution == now {
                 return Ok(Injected {
                     exploration: r.id,
-                    execution: injected.0,
-                    faults: injected.1.clone(),
+                    execution: now,
+                    faults,
                 });
             }
         }
@@ -479,21 +354,5 @@ impl Explorer {
             execution,
             faults,
         })
-    }
-
-    pub(super) fn save_execution(&self, id: i64, execution: &Execution) {
-        let saved = self
-            .store()
-            .and_then(|s| Ok(s.save_execution(id, execution)?));
-        if let Err(e) = saved {
-            tracing::error!("storing execution {}: {e}", execution.number);
-        }
-    }
-
-    pub(super) fn save_graph(&self, id: i64, graph: &fi_explore::model::GraphSnapshot) {
-        let saved = self.store().and_then(|s| Ok(s.save_graph(id, graph)?));
-        if let Err(e) = saved {
-            tracing::warn!("saving the call graph: {e}");
-        }
     }
 }

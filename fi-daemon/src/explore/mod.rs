@@ -2,18 +2,24 @@
 //! logic (model, sites, search, rule compilation, reports) is the pure `fi-explore` crate.
 //!
 //! - [`lifecycle`]: the service: start, replay, follow, cancel, list, past results;
+//! - `handle`: a running exploration's handle (cancel, progress, injected faults), its
+//!   mode and its errors;
+//! - `records`: the store behind its lock;
+//! - `handle`: a running exploration's handle (cancel, progress, injected faults), its
+//!   mode and its errors;
+//! - `records`: the store behind its lock;
 //! - `run`: one exploration's resources and its search loop;
 //! - `execution`: one run of the test under one plan;
 //! - [`spawn`]: a command in a cgroup, with the tail of its output;
 //! - `netns`: a container's addresses, to name servers in reports.
 
 mod execution;
+mod handle;
 pub mod lifecycle;
 mod netns;
+mod records;
 mod run;
 pub mod spawn;
 
-pub use execution::InjectedFault;
-pub use lifecycle::{
-    ExploreError, ExploreRequest, Explorer, Followed, Injected, Progress, Running,
-};
+pub use handle::{ExploreError, InjectedFault, Progress, Running};
+pub use lifecycle::{ExploreRequest, Explorer, Followed, Injected};

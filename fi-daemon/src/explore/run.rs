@@ -15,23 +15,40 @@ use fi_explore::{
 };
 
 use super::{
-    execution,
-    lifecycle::{ExploreError, Explorer, Mode, Progress, Running},
+    execution::{self, Setting},
+    handle::{ExploreError, Mode, Progress, Running},
     netns,
+    records::Records,
 };
-use crate::{control::Lease, targets::TargetInfo};
+use crate::{
+    control::{Control, Lease},
+    targets::TargetInfo,
+};
+
+/// What an exploration runs on: the core, the store, and where it makes its files and
+/// its test cgroup.
+#[derive(Debug)]
+pub(super) struct Ground {
+    pub control: Arc<Control>,
+    pub records: Arc<Records>,
+    /// Where FI_INJECTED_FAULTS files live.
+    pub runtime_dir: PathBuf,
+    /// Where test cgroups are made (absolute).
+    pub cgroup_parent: PathBuf,
+}
 
 /// An exploration's resources and tallies.
 pub(super) struct Run {
-    pub(super) explorer: Arc<Explorer>,
-    pub(super) running: Arc<Running>,
-    pub(super) config: ExploreConfig,
+    control: Arc<Control>,
+    records: Arc<Records>,
+    running: Arc<Running>,
+    config: ExploreConfig,
     /// (cgroup relative path, label), the test's first.
-    pub(super) sources: Vec<(String, String)>,
+    sources: Vec<(String, String)>,
     /// The test cgroup and the targets, targeted while the run lives.
     _lease: Lease,
-    pub(super) test_cgroup: PathBuf,
-    pub(super) faults_file: PathBuf,
+    test_cgroup: PathBuf,
+    faults_file: PathBuf,
     started: Instant,
     /// Addresses of the targets' containers -> their labels, for the report.
     names: BTreeMap<String, String>,
@@ -42,15 +59,15 @@ pub(super) struct Run {
 
 impl Run {
     pub(super) async fn new(
-        explorer: &Arc<Explorer>,
+        ground: Ground,
         running: &Arc<Running>,
         config: ExploreConfig,
     ) -> Result<Run, ExploreError> {
         let id = running.id;
-        let control = &explorer.control;
+        let control = &ground.control;
         let mount = control.mount().to_owned();
         // Below the sock_ops cgroup, so that the test's connections are attributed.
-        let test_cgroup = crate::instance::test_cgroup(&explorer.cgroup_parent, id);
+        let test_cgroup = crate::instance::test_cgroup(&ground.cgroup_parent, id);
         let rel = test_cgroup
             .strip_prefix(&mount)
             .map(|p| format!("/{}", p.display()))
@@ -62,7 +79,7 @@ impl Run {
             })
         };
         setup(&test_cgroup)?;
-        let dir = crate::instance::runtime_dir(&explorer.runtime_dir, id);
+        let dir = crate::instance::runtime_dir(&ground.runtime_dir, id);
         setup(&dir)?;
         let specs: Vec<String> = std::iter::once(rel)
             .chain(config.targets.iter().cloned())
@@ -97,7 +114,8 @@ impl Run {
             }
         }
         Ok(Run {
-            explorer: Arc::clone(explorer),
+            control: Arc::clone(&ground.control),
+            records: ground.records,
             running: Arc::clone(running),
             config,
             sources,
@@ -112,6 +130,18 @@ impl Run {
         })
     }
 
+    /// What one execution needs of this run.
+    fn setting(&self) -> Setting<'_> {
+        Setting {
+            control: &self.control,
+            running: &self.running,
+            config: &self.config,
+            sources: &self.sources,
+            faults_file: &self.faults_file,
+            test_cgroup: &self.test_cgroup,
+        }
+    }
+
     /// Gives back what the run took: its processes, its cgroup, its files. The lease goes
     /// with the run.
     pub(super) async fn teardown(self) {
@@ -122,14 +152,14 @@ impl Run {
     }
 
     pub(super) fn cancelled(&self) -> bool {
-        self.running.is_cancelled() || *self.explorer.control.stopping().borrow()
+        self.running.is_cancelled() || *self.control.stopping().borrow()
     }
 
     /// Runs the search (or the replay) to its end: the final status.
     pub(super) async fn go(&mut self, mode: Mode) -> (Status, Option<String>) {
         match mode {
             Mode::Replay(plan) => {
-                let execution = execution::execute(self, &plan, 1).await;
+                let execution = execution::execute(&self.setting(), &plan, 1).await;
                 self.snapshot_graph(&execution.calls);
                 self.finish_execution(execution, 0);
                 if self.cancelled() {
@@ -158,7 +188,7 @@ impl Run {
             }
             let mut execution = match next {
                 Next::Run(plan) => {
-                    let mut e = execution::execute(self, &plan, number).await;
+                    let mut e = execution::execute(&self.setting(), &plan, number).await;
                     if e.outcome == Outcome::Interrupted {
                         self.finish_execution(e, search.pending() as u32);
                         return self.stopped_status();
@@ -209,7 +239,7 @@ impl Run {
     }
 
     fn stopped_status(&self) -> (Status, Option<String>) {
-        if *self.explorer.control.stopping().borrow() {
+        if *self.control.stopping().borrow() {
             (
                 Status::Interrupted,
                 Some("the daemon stopped while it ran".into()),
@@ -233,7 +263,7 @@ impl Run {
                 .collect(),
             names: self.names.clone(),
         };
-        self.explorer.save_graph(self.running.id, &graph);
+        self.records.save_graph(self.running.id, &graph);
     }
 
     /// Stores an execution and tells watchers.
@@ -246,7 +276,7 @@ impl Run {
             self.failures += 1;
         }
         self.done += 1;
-        self.explorer.save_execution(self.running.id, &execution);
+        self.records.save_execution(self.running.id, &execution);
         let mean = if self.run_durations.is_empty() {
             Duration::ZERO
         } else {
