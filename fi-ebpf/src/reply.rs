@@ -19,7 +19,6 @@ use crate::{
     packet::{ETH_HEADER_LEN, Segment, TCP_ACK},
 };
 
-
 /// What the new segment carries.
 pub struct Answer {
     pub seq: u32,
