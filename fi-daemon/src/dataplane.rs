@@ -160,20 +160,18 @@ impl DataPlane {
             program::REQUEST_FOLLOWERS,
             program::RESPONSE_FOLLOWERS,
         ] {
-            classifier(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DataPlaneError::LoadProgram {
-                    name,
-                    source: Box::new(source),
-                })?;
-        }
-        let name = program::SOCK_OPS;
-        sock_ops(&mut ebpf)?
-            .load()
-            .map_err(|source| DataPlaneError::LoadProgram {
+            let program = classifier(&mut ebpf, name)?;
+            retrying_eagain(|| program.load()).map_err(|source| DataPlaneError::LoadProgram {
                 name,
                 source: Box::new(source),
             })?;
+        }
+        let name = program::SOCK_OPS;
+        let program = sock_ops(&mut ebpf)?;
+        retrying_eagain(|| program.load()).map_err(|source| DataPlaneError::LoadProgram {
+            name,
+            source: Box::new(source),
+        })?;
 
         // The tail calls. The handle is kept: the kernel empties a program array when user
         // space lets go of it.
@@ -430,4 +428,24 @@ pub struct RuleMaps {
     pub count: Array<MapData, u32>,
     pub stats: BpfHashMap<MapData, u32, fi_common::rule::RuleStats>,
     pub responses: Array<MapData, fi_common::rule::AbortResponse>,
+}
+
+/// Loads a program again when the verifier gave up with EAGAIN: it does when a signal
+/// reaches the loading thread mid-verification (a SIGCHLD, in a process that runs
+/// children), which says nothing about the program. libbpf retries the same way.
+fn retrying_eagain(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
