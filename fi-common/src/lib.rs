@@ -12,6 +12,7 @@ pub mod event;
 #[cfg(not(target_arch = "bpf"))]
 pub mod fault;
 pub mod flow;
+pub mod framing;
 pub mod http;
 pub mod limits;
 pub mod maps;
