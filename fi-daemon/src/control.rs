@@ -88,6 +88,8 @@ pub struct Status {
     pub active_rules: u32,
     pub targets: u32,
     pub cgroup2: Option<PathBuf>,
+    /// How the TC programs are attached (None before the first attachment).
+    pub tc_mode: Option<crate::dataplane::TcMode>,
 }
 
 /// What a watcher selects among completed requests.
@@ -235,13 +237,14 @@ impl Control {
     }
 
     pub fn status(&self) -> Result<Status, ControlError> {
-        let (attachments, counters, flows_in_use, uptime) = {
+        let (attachments, counters, flows_in_use, uptime, tc_mode) = {
             let dataplane = lock(&self.dataplane, "dataplane")?;
             (
                 dataplane.attachments().to_vec(),
                 dataplane.counters()?,
                 dataplane.flows_in_use()?,
                 dataplane.loaded_at().elapsed(),
+                dataplane.tc_mode(),
             )
         };
         let active_rules = lock(&self.rules, "rules")?.active_count() as u32;
@@ -255,6 +258,7 @@ impl Control {
             active_rules,
             targets,
             cgroup2: crate::cgroup_fs::cgroup2_mount().ok(),
+            tc_mode,
         })
     }
 

@@ -111,10 +111,41 @@ pub enum Hook {
     SockOps,
 }
 
+/// How the TC classifiers are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcMode {
+    /// TCX links (Linux 6.6, or a backport): they die with the daemon.
+    Tcx,
+    /// cls_bpf filters on a clsact qdisc, through netlink: they outlive a killed daemon,
+    /// so the dead-man switch stops their faults and the next daemon removes them
+    /// (crate::tc_filters).
+    Netlink,
+}
+
+impl TcMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TcMode::Tcx => "tcx",
+            TcMode::Netlink => "netlink",
+        }
+    }
+}
+
+/// Which TC attachment the daemon uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TcChoice {
+    /// TCX where the kernel takes it (tried, not guessed from the version), else netlink.
+    #[default]
+    Probe,
+    Only(TcMode),
+}
+
 /// One program attached to one hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub hook: Hook,
+    /// TC hooks: how. None for sock_ops.
+    pub mode: Option<TcMode>,
     /// Interface name, or cgroup directory.
     pub target: String,
     pub program: &'static str,
@@ -128,6 +159,9 @@ pub struct DataPlane {
     counters: PerCpuArray<MapData, u64>,
     attachments: Vec<Attachment>,
     loaded_at: Instant,
+    /// How TC classifiers are attached: chosen, or what the first attachment found (with
+    /// [`TcChoice::Probe`]).
+    mode: Option<TcMode>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -193,37 +227,83 @@ impl DataPlane {
             counters,
             attachments: Vec::new(),
             loaded_at: Instant::now(),
+            mode: None,
         })
     }
 
-    /// Attaches the egress and ingress classifiers to an interface, as TCX links.
+    /// How TC classifiers are to be attached from now on (before the first attachment).
+    pub fn choose_tc(&mut self, choice: TcChoice) {
+        self.mode = match choice {
+            TcChoice::Probe => None,
+            TcChoice::Only(mode) => Some(mode),
+        };
+    }
+
+    /// How TC classifiers are attached: None before the first attachment.
+    pub fn tc_mode(&self) -> Option<TcMode> {
+        self.mode
+    }
+
+    /// Attaches the egress and ingress classifiers to an interface: as TCX links where the
+    /// kernel takes them (the first attachment tries), else as fi's netlink filters.
     pub fn attach_interface(&mut self, interface: &str) -> Result<(), DataPlaneError> {
         for (program, hook, attach_type) in [
             (program::TC_EGRESS, Hook::TcEgress, TcAttachType::Egress),
             (program::TC_INGRESS, Hook::TcIngress, TcAttachType::Ingress),
         ] {
-            // TCX explicitly (never the netlink fallback): a netlink filter would outlive
-            // the daemon, a TCX link dies with it.
-            let options = TcAttachOptions::TcxOrder(LinkOrder::default());
-            classifier(&mut self.ebpf, program)?
-                .attach_with_options(interface, attach_type, options)
-                .map_err(|source| DataPlaneError::AttachInterface {
-                    program,
-                    hook: if hook == Hook::TcEgress {
-                        "egress"
-                    } else {
-                        "ingress"
-                    },
-                    interface: interface.to_owned(),
-                    source: Box::new(source),
-                })?;
+            let error = |source: ProgramError| DataPlaneError::AttachInterface {
+                program,
+                hook: if hook == Hook::TcEgress {
+                    "egress"
+                } else {
+                    "ingress"
+                },
+                interface: interface.to_owned(),
+                source: Box::new(source),
+            };
+            let mode = self
+                .attach_tc(program, interface, attach_type)?
+                .map_err(error)?;
             self.attachments.push(Attachment {
                 hook,
+                mode: Some(mode),
                 target: interface.to_owned(),
                 program,
             });
         }
         Ok(())
+    }
+
+    /// Attaches one classifier in the chosen mode; the first attachment of
+    /// [`TcChoice::Probe`] tries TCX and keeps what worked.
+    fn attach_tc(
+        &mut self,
+        program: &'static str,
+        interface: &str,
+        attach_type: TcAttachType,
+    ) -> Result<Result<TcMode, ProgramError>, DataPlaneError> {
+        let classifier = classifier(&mut self.ebpf, program)?;
+        let attached = match self.mode {
+            Some(TcMode::Tcx) => {
+                attach_tcx(classifier, interface, attach_type).map(|()| TcMode::Tcx)
+            }
+            Some(TcMode::Netlink) => {
+                attach_netlink(classifier, interface, attach_type).map(|()| TcMode::Netlink)
+            }
+            // The probe: TCX if the kernel has it. A kernel without it refuses the attach
+            // type (EINVAL); other errors are errors.
+            None => match attach_tcx(classifier, interface, attach_type) {
+                Ok(()) => Ok(TcMode::Tcx),
+                Err(e) if tcx_missing(&e) => {
+                    attach_netlink(classifier, interface, attach_type).map(|()| TcMode::Netlink)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Ok(mode) = attached {
+            self.mode = Some(mode);
+        }
+        Ok(attached)
     }
 
     /// Attaches the sock_ops program to a cgroup directory (it then sees every TCP socket
@@ -245,6 +325,7 @@ impl DataPlane {
             })?;
         self.attachments.push(Attachment {
             hook: Hook::SockOps,
+            mode: None,
             target: path.display().to_string(),
             program,
         });
@@ -279,12 +360,8 @@ impl DataPlane {
         let mut map: Array<_, u32> = map_mut(&mut self.ebpf, FI_INJECTOR)?;
         map.set(0, ifindex, 0).map_err(map_error(FI_INJECTOR))?;
         let program = program::REINJECT;
-        classifier(&mut self.ebpf, program)?
-            .attach_with_options(
-                interface,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
+        let mode = self
+            .attach_tc(program, interface, TcAttachType::Egress)?
             .map_err(|source| DataPlaneError::AttachInterface {
                 program,
                 hook: "egress",
@@ -293,6 +370,7 @@ impl DataPlane {
             })?;
         self.attachments.push(Attachment {
             hook: Hook::TcEgress,
+            mode: Some(mode),
             target: interface.to_owned(),
             program,
         });
@@ -448,4 +526,43 @@ fn retrying_eagain(
             result => return result,
         }
     }
+}
+
+fn attach_tcx(
+    classifier: &mut SchedClassifier,
+    interface: &str,
+    attach_type: TcAttachType,
+) -> Result<(), ProgramError> {
+    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+    classifier
+        .attach_with_options(interface, attach_type, options)
+        .map(drop)
+}
+
+/// A netlink filter at fi's priority with this daemon's pid as its handle (see
+/// crate::tc_filters), on a clsact qdisc made if missing.
+fn attach_netlink(
+    classifier: &mut SchedClassifier,
+    interface: &str,
+    attach_type: TcAttachType,
+) -> Result<(), ProgramError> {
+    match aya::programs::tc::qdisc_add_clsact(interface) {
+        Err(aya::programs::tc::TcError::NetlinkError(e))
+            if e.raw_os_error() == Some(libc::EEXIST) => {}
+        other => other.map_err(ProgramError::from)?,
+    }
+    let options = TcAttachOptions::Netlink(aya::programs::tc::NlOptions {
+        priority: crate::tc_filters::PRIORITY,
+        handle: aya::programs::tc::TcHandle::from(crate::tc_filters::own_handle()),
+        ..Default::default()
+    });
+    classifier
+        .attach_with_options(interface, attach_type, options)
+        .map(drop)
+}
+
+/// Whether a TCX attach failed because the kernel has no TCX.
+fn tcx_missing(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::SyscallError(s)
+        if matches!(s.io_error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)))
 }

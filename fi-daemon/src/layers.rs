@@ -16,7 +16,14 @@ const LAYERS: &[&[&str]] = &[
         "observed",
     ],
     // The data plane and what only reads the machine.
-    &["dataplane", "cut", "targets", "graph", "store"],
+    &[
+        "dataplane",
+        "cut",
+        "targets",
+        "graph",
+        "store",
+        "tc_filters",
+    ],
     // State services.
     &["rules", "delay", "requests", "heartbeat"],
     // The core that owns them.

@@ -37,6 +37,7 @@ pub mod rules;
 pub mod server;
 pub mod store;
 pub mod targets;
+pub mod tc_filters;
 
 pub use fi_api::DEFAULT_SOCKET;
 

@@ -137,6 +137,20 @@ fn context(err: io::Error, what: std::fmt::Arguments<'_>) -> io::Error {
 /// Sends one request, acknowledgement asked, on a socket of its own, and waits for the
 /// kernel's answer: the links it sent back before its acknowledgement, or its error.
 fn exchange(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<LinkMessage>> {
+    exchange_with(message, flags, |m| match m {
+        RouteNetlinkMessage::NewLink(link) => Some(link),
+        _ => None,
+    })
+}
+
+/// Sends one rtnetlink request, acknowledgement asked, on a socket of its own, and waits
+/// for the kernel's answer: what `pick` takes of the messages it sent back before its
+/// acknowledgement (or the end of a dump), or its error.
+pub(crate) fn exchange_with<T>(
+    message: RouteNetlinkMessage,
+    flags: u16,
+    pick: impl Fn(RouteNetlinkMessage) -> Option<T>,
+) -> io::Result<Vec<T>> {
     let socket = Socket::new(NETLINK_ROUTE)?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -146,26 +160,25 @@ fn exchange(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<LinkMess
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
     socket.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
-    let mut links = Vec::new();
+    let mut picked = Vec::new();
     loop {
         let (buf, _) = socket.recv_from_full()?;
         let mut rest = &buf[..];
         while !rest.is_empty() {
             let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                 .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
+            let advance = (message.header.length as usize + 3) & !3;
             match message.payload {
                 NetlinkPayload::Error(error) => {
                     return match error.code {
-                        None => Ok(links),
+                        None => Ok(picked),
                         Some(_) => Err(error.to_io()),
                     };
                 }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
-                    links.push(link);
-                }
+                NetlinkPayload::Done(_) => return Ok(picked),
+                NetlinkPayload::InnerMessage(inner) => picked.extend(pick(inner)),
                 _ => {}
             }
-            let advance = (message.header.length as usize + 3) & !3;
             if advance == 0 || advance > rest.len() {
                 break;
             }

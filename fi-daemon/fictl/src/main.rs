@@ -552,6 +552,9 @@ async fn status(cli: &Cli) -> anyhow::Result<()> {
         status.rules,
         status.targets
     );
+    if let Some(tcx) = status.capabilities.iter().find(|c| c.name == "tcx") {
+        println!("{}", tcx.detail);
+    }
     Ok(())
 }
 

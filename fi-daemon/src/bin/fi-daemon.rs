@@ -15,7 +15,7 @@ use fi_daemon::{
     DEFAULT_CAPTURE_HEADERS, DEFAULT_SOCKET, DEFAULT_STORE, cgroup_fs, config,
     control::Control,
     daemon::Daemon,
-    dataplane::DataPlane,
+    dataplane::{DataPlane, TcChoice, TcMode},
     delay::{self, Injector},
     explore::Explorer,
     heartbeat,
@@ -103,6 +103,29 @@ struct Args {
     /// the interfaces and cgroup given, read the maps), report, detach, and exit.
     #[arg(long)]
     check: bool,
+
+    /// How to attach the TC programs: `probe` tries TCX links (they die with the daemon)
+    /// and falls back to netlink clsact filters where the kernel has no TCX; `tcx` or
+    /// `netlink` forces one.
+    #[arg(long, env = "FI_TC", value_enum, default_value_t = TcArg::Probe)]
+    tc: TcArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TcArg {
+    Probe,
+    Tcx,
+    Netlink,
+}
+
+impl From<TcArg> for TcChoice {
+    fn from(arg: TcArg) -> TcChoice {
+        match arg {
+            TcArg::Probe => TcChoice::Probe,
+            TcArg::Tcx => TcChoice::Only(TcMode::Tcx),
+            TcArg::Netlink => TcChoice::Only(TcMode::Netlink),
+        }
+    }
 }
 
 #[tokio::main]
@@ -150,6 +173,17 @@ async fn main() -> anyhow::Result<()> {
         Some(server::bind_unix(&args.socket)?)
     };
     let mut dataplane = DataPlane::load(&capture).context("loading fi's eBPF programs")?;
+    dataplane.choose_tc(args.tc.into());
+    // Netlink filters outlive their daemon: those of fi-daemons that are gone go now
+    // (the dead-man switch already stopped their faults).
+    match fi_daemon::tc_filters::sweep_dead() {
+        Ok(0) => {}
+        Ok(n) => info!(
+            removed = n,
+            "removed the netlink filters of fi-daemons that are gone"
+        ),
+        Err(err) => warn!(%err, "looking for netlink filters of earlier fi-daemons"),
+    }
     // `--iface=` (empty) attaches to no named interface.
     for iface in args.ifaces.iter().filter(|i| !i.is_empty()) {
         dataplane.attach_interface(iface)?;
@@ -168,7 +202,14 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("  cgroup2     {}", mount.display());
         for a in dataplane.attachments() {
-            println!("  attached    {:?} {} ({})", a.hook, a.target, a.program);
+            let via = a.mode.map_or("cgroup link", TcMode::name);
+            println!(
+                "  attached    {:?} {} ({}, {via})",
+                a.hook, a.target, a.program
+            );
+        }
+        if let Some(mode) = dataplane.tc_mode() {
+            println!("  tc mode     {}", mode.name());
         }
         println!("  maps        readable ({} counters)", counters.len());
         println!("  detaching: the check leaves nothing behind");

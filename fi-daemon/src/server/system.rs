@@ -6,7 +6,10 @@ use fi_api::v1::{self as api, system_service_server::SystemService};
 use tonic::{Request, Response, Status};
 
 use super::convert::control_error;
-use crate::{daemon::Daemon, dataplane::Hook};
+use crate::{
+    daemon::Daemon,
+    dataplane::{Hook, TcMode},
+};
 
 #[derive(Debug, Clone)]
 pub struct SystemApi {
@@ -67,8 +70,16 @@ impl SystemService for SystemApi {
             // Everything below is required at load: a daemon that runs has them.
             capability(
                 "tcx",
-                true,
-                "TC programs attached as TCX links (Linux 6.6+)",
+                status.tc_mode == Some(TcMode::Tcx),
+                match status.tc_mode {
+                    Some(TcMode::Tcx) => "tc attach: TCX links, which die with the daemon",
+                    Some(TcMode::Netlink) => {
+                        "tc attach: netlink clsact filters (no TCX here, or --tc netlink); \
+                         a dead or hung daemon's faults stop within 1 s (dead-man switch) \
+                         and the next daemon removes its filters"
+                    }
+                    None => "tc attach: nothing attached yet",
+                },
             ),
             capability(
                 "bpf_loop",

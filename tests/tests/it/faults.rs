@@ -27,12 +27,18 @@ struct Scene {
 
 impl Scene {
     fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// A scene whose daemon gets `extra` flags too.
+    fn with(extra: &[&str]) -> Self {
         let lab = Lab::new();
         let a = lab.container("a", 1);
         let b = lab.container("b", 2);
         let c = lab.container("c", 3);
-        let ifaces = format!("--iface={},{},{}", a.host_veth, b.host_veth, c.host_veth);
-        let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &["--no-veths".to_owned(), ifaces]);
+        let mut args = vec!["--no-veths".to_owned(), Self::ifaces(&a, &b, &c)];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let daemon = Daemon::start_with(lab.id(), lab.cgroup(), &args);
         let server = b.http_server(PORT);
         Self {
             _server: server,
@@ -42,6 +48,10 @@ impl Scene {
             c,
             lab,
         }
+    }
+
+    fn ifaces(a: &Container, b: &Container, c: &Container) -> String {
+        format!("--iface={},{},{}", a.host_veth, b.host_veth, c.host_veth)
     }
 
     fn cgroup(&self, c: &Container) -> String {
@@ -931,4 +941,108 @@ fn an_abort_closes_the_connection_so_a_read_to_eof_client_is_not_left_waiting() 
     assert_eq!(fields.get(1).copied(), Some("503"), "{said}");
     let seconds: f64 = fields.get(2).and_then(|t| t.parse().ok()).expect("a time");
     assert!(seconds < 0.5, "the client waited {seconds} s for the end");
+}
+
+/// fi's netlink filters on an interface, as tc(8) lists them (names of the programs).
+fn tc_filters(interface: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let out = std::process::Command::new("tc")
+            .args(["filter", "show", "dev", interface, hook])
+            .output()
+            .expect("tc (iproute2)");
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("fi_tc_"))
+                .map(str::to_owned),
+        );
+    }
+    found
+}
+
+/// Where a kernel has no TCX the classifiers are netlink filters, which outlive a killed
+/// daemon: its faults stop within the dead-man bound, the next daemon removes its filters,
+/// and a filter that is not fi's stays.
+#[test]
+fn netlink_filters_of_a_killed_daemon_stop_faulting_and_the_next_daemon_removes_them() {
+    let s = Scene::with(&["--tc=netlink"]);
+    let (ok, out, _) = s.daemon.fictl(&["--json", "status"]);
+    assert!(ok);
+    let status: Value = serde_json::from_str(&out).expect("status --json");
+    assert_eq!(status["capabilities"]["tcx"], false, "{status:#}");
+    let (ok, text, _) = s.daemon.fictl(&["status"]);
+    assert!(ok && text.contains("netlink clsact filters"), "{text}");
+    let a_cgroup = s.cgroup(&s.a);
+    s.add_rule(&[
+        "--fault",
+        "abort:503",
+        "--container",
+        &a_cgroup,
+        "--path",
+        "/nl",
+    ]);
+    let (seen, _) = Client::Curl.get(&s.a, &s.url("/nl"), Duration::from_secs(3));
+    assert_eq!(
+        seen,
+        Seen::Status(503),
+        "the netlink-attached programs fault"
+    );
+    let veth = s.a.host_veth.clone();
+    let before = tc_filters(&veth);
+    assert_eq!(before.len(), 2, "egress and ingress: {before:?}");
+    // A filter that is not fi's, on the same hook, after fi's (a higher number runs
+    // later; this kernel has the u32 classifier and no tc actions).
+    let foreign = std::process::Command::new("tc")
+        .args([
+            "filter", "add", "dev", &veth, "ingress", "prio", "300", "protocol", "all",
+        ])
+        .args(["u32", "match", "u32", "0", "0"])
+        .status()
+        .expect("tc");
+    assert!(foreign.success());
+
+    let Scene {
+        lab,
+        c,
+        b,
+        a,
+        daemon,
+        _server,
+    } = s;
+    assert!(!daemon.kill().success());
+    assert_eq!(
+        tc_filters(&veth),
+        before,
+        "netlink filters outlive their daemon"
+    );
+    let url = format!("http://{}:{PORT}/nl", b.ipv4);
+    let began = Instant::now();
+    let (seen, _) = Client::Curl.get(&a, &url, Duration::from_secs(3));
+    assert_eq!(
+        seen,
+        Seen::Status(200),
+        "the dead-man switch ended the fault"
+    );
+    assert!(began.elapsed() < Duration::from_secs(3));
+
+    // The next daemon (which probes and gets TCX here) removes the dead one's filters.
+    let next = Daemon::start_with(
+        lab.id(),
+        lab.cgroup(),
+        &["--no-veths".to_owned(), Scene::ifaces(&a, &b, &c)],
+    );
+    assert!(tc_filters(&veth).is_empty(), "{:?}", tc_filters(&veth));
+    let out = std::process::Command::new("tc")
+        .args(["filter", "show", "dev", &veth, "ingress"])
+        .output()
+        .expect("tc");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("u32"),
+        "the foreign filter stays"
+    );
+    let (ok, out, _) = next.fictl(&["--json", "status"]);
+    assert!(ok);
+    let status: Value = serde_json::from_str(&out).expect("status --json");
+    assert_eq!(status["capabilities"]["tcx"], true, "{status:#}");
 }
