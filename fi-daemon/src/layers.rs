@@ -15,15 +15,10 @@ const LAYERS: &[&[&str]] = &[
         "links",
         "observed",
     ],
+    // What is built on the machine's own interfaces: fi's netlink filters.
+    &["tc_filters"],
     // The data plane and what only reads the machine.
-    &[
-        "dataplane",
-        "cut",
-        "targets",
-        "graph",
-        "store",
-        "tc_filters",
-    ],
+    &["dataplane", "cut", "targets", "graph", "store"],
     // State services.
     &["rules", "delay", "requests", "heartbeat"],
     // The core that owns them.
