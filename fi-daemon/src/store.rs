@@ -343,6 +343,7 @@ mod tests {
             run_timeout_ms: 1000,
             replay_of: None,
             test_requests: false,
+            label: Some("checkout".into()),
         }
     }
 

@@ -280,6 +280,9 @@ pub struct ExploreConfig {
     /// the option existed, when they always were).
     #[serde(default)]
     pub test_requests: bool,
+    /// A name for listings (absent in stores written before it existed).
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 /// One exploration as listed.

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// faulted: a fault on the test's own call is nearly always a false alarm).
     #[arg(long)]
     include_test_requests: bool,
+    /// A name for the exploration in `explore ls` (explorations of one test command are
+    /// then told apart).
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
     /// Also write the HTML report here when the exploration ends.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -291,6 +295,7 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 working_dir: cwd.display().to_string(),
                 no_reduction: a.no_reduction,
                 include_test_requests: a.include_test_requests,
+                label: a.label.clone(),
                 max_executions: a.max_executions,
                 run_timeout: prost_types::Duration::try_from(a.run_timeout).ok(),
             };
@@ -358,7 +363,8 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                     .map(|x| {
                         serde_json::json!({
                             "id": x.id, "status": status_name(x.status),
-                            "created_unix_ms": x.created_unix_ms, "targets": x.targets,
+                            "label": x.label, "created_unix_ms": x.created_unix_ms,
+                            "targets": x.targets, "faults": x.faults,
                             "command": x.command, "executions": x.executions,
                             "failures": x.failures, "replay_of": x.replay_of, "error": x.error,
                         })
@@ -371,8 +377,8 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 );
             } else {
                 println!(
-                    "{:>5}  {:<11} {:>6} {:>8}  command",
-                    "id", "status", "runs", "failing"
+                    "{:>5}  {:<11} {:>6} {:>8}  {:<19}  {:<16}  {:<24}  command",
+                    "id", "status", "runs", "failing", "started", "label", "faults"
                 );
                 for x in &list {
                     let replay = if x.replay_of.is_empty() {
@@ -380,12 +386,16 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                     } else {
                         format!(" (replay of {})", x.replay_of)
                     };
+                    let label = if x.label.is_empty() { "-" } else { &x.label };
                     println!(
-                        "{:>5}  {:<11} {:>6} {:>8}  {}{replay}",
+                        "{:>5}  {:<11} {:>6} {:>8}  {:<19}  {:<16}  {:<24}  {}{replay}",
                         x.id,
                         status_name(x.status),
                         x.executions,
                         x.failures,
+                        crate::render::date_time_utc(x.created_unix_ms),
+                        label,
+                        x.faults.join(","),
                         x.command
                     );
                 }

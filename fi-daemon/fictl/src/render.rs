@@ -22,6 +22,28 @@ fn time_of_day(unix_nanos: i64) -> String {
     )
 }
 
+/// Date and time (UTC) to the second, `2026-12-03 13:41:57`, from Unix milliseconds.
+pub fn date_time_utc(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let (days, day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60
+    )
+}
+
 /// The URL of a request as the client meant it.
 pub fn url(r: &api::ObservedRequest) -> String {
     if r.path.contains("://") {
@@ -201,6 +223,13 @@ mod tests {
             latency_nanos: 1_500_000,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(date_time_utc(0), "1970-01-01 00:00:00");
+        assert_eq!(date_time_utc(1_796_305_317_000), "2026-12-03 13:41:57");
+        assert_eq!(date_time_utc(951_782_400_000), "2000-02-29 00:00:00");
     }
 
     #[test]

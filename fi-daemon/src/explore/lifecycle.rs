@@ -42,7 +42,12 @@ pub struct ExploreRequest {
     /// None: 60 s.
     pub run_timeout: Option<Duration>,
     pub test_requests: bool,
+    /// A name for listings.
+    pub label: Option<String>,
 }
+
+/// Longest label (bytes).
+const MAX_LABEL: usize = 256;
 
 impl ExploreRequest {
     /// The configuration to run and record, with every default applied and every field
@@ -62,6 +67,17 @@ impl ExploreRequest {
                 "working_dir",
                 format!("{working_dir:?} is not an absolute path"),
             ));
+        }
+        if let Some(label) = &self.label {
+            if label.trim().is_empty() {
+                return Err(invalid("label", "empty; leave it out for none"));
+            }
+            if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+                return Err(invalid(
+                    "label",
+                    format!("at most {MAX_LABEL} bytes, without control characters"),
+                ));
+            }
         }
         let reset_command = self.reset_command.filter(|c| !c.trim().is_empty());
         if reset_command.as_ref().is_some_and(|c| c.len() > MAX_FIELD) {
@@ -109,6 +125,7 @@ impl ExploreRequest {
             run_timeout_ms: run_timeout.as_millis() as u64,
             replay_of: None,
             test_requests: self.test_requests,
+            label: self.label,
         })
     }
 }

@@ -69,6 +69,7 @@ fn exploration(req: api::StartExplorationRequest) -> Result<ExploreRequest, Stat
         run_timeout: time::duration("run_timeout", req.run_timeout)
             .map_err(|e| Status::invalid_argument(e.to_string()))?,
         test_requests: req.include_test_requests,
+        label: req.label,
     })
 }
 
@@ -137,6 +138,8 @@ fn info(r: &ExplorationRow) -> api::ExplorationInfo {
             .map(|(x, e)| report::execution_id(x, e))
             .unwrap_or_default(),
         error: r.error.clone().unwrap_or_default(),
+        label: r.config.label.clone().unwrap_or_default(),
+        faults: r.config.faults.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -819,6 +819,8 @@ fn explore_calls_answer_bad_input_with_the_right_codes() {
         };
         let bad_starts: Vec<(api::StartExplorationRequest, &str)> = vec![
             (start(&|r| r.command = String::new()), "command"),
+            (start(&|r| r.label = Some(String::new())), "label"),
+            (start(&|r| r.label = Some("a\nb".into())), "label"),
             (
                 start(&|r| r.working_dir = "relative/dir".into()),
                 "working_dir",

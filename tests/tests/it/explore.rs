@@ -103,7 +103,12 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
         &daemon,
         &shop,
         &shop.shop_test(),
-        &["--faults", "default,response-lost"],
+        &[
+            "--faults",
+            "default,response-lost",
+            "--label",
+            "shop checkout",
+        ],
     );
     let all = [
         "abort:500",
@@ -114,6 +119,26 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
     ];
     check_shop_findings(&shop, &report, &all);
     let id = report["id"].as_i64().expect("exploration id");
+    // Listings tell explorations apart: label, fault set, start.
+    let listed = json(&fictl(&daemon, &["--json", "explore", "ls"], &[0]));
+    let row = listed
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["id"] == id))
+        .unwrap_or_else(|| panic!("exploration {id} is listed: {listed:#}"));
+    assert_eq!(row["label"], "shop checkout", "{row:#}");
+    assert_eq!(
+        row["faults"],
+        serde_json::json!([
+            "reset",
+            "timeout",
+            "abort:500",
+            "abort:503",
+            "response-lost"
+        ]),
+        "{row:#}"
+    );
+    let text = fictl(&daemon, &["explore", "ls"], &[0]);
+    assert!(text.contains("shop checkout"), "{text}");
     let executions = report["executions"].as_array().expect("executions");
     // The double execution under response lost is named as such.
     let lost = executions
