@@ -314,12 +314,14 @@ fn svg(edges: &[EdgeVerdicts]) -> String {
     let rows = columns.values().map(Vec::len).max().unwrap_or(1) as f64;
     let width = columns.len() as f64 * col_w + 40.0;
     let height = rows * row_h + 40.0;
+    // Columns in depth order, side by side: a depth that no node has leaves no gap (a
+    // cycle can push a depth far beyond the number of columns).
     let mut pos: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for (d, nodes) in &columns {
+    for (column, nodes) in columns.values().enumerate() {
         for (i, n) in nodes.iter().enumerate() {
             pos.insert(
                 n.clone(),
-                (20.0 + *d as f64 * col_w, 20.0 + i as f64 * row_h),
+                (20.0 + column as f64 * col_w, 20.0 + i as f64 * row_h),
             );
         }
     }
@@ -504,4 +506,62 @@ pub fn diff(base: &Exploration, head: &Exploration) -> Diff {
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_of_a_graph_with_a_cycle_is_inside_the_picture() {
+        let edge = |source: &str, destination: &str| EdgeVerdicts {
+            source: source.into(),
+            destination: destination.into(),
+            endpoints: Vec::new(),
+            faults: BTreeMap::new(),
+        };
+        let edges: Vec<EdgeVerdicts> = [
+            ("test", "a"),
+            ("a", "b"),
+            ("b", "a"),
+            ("b", "c"),
+            ("c", "d"),
+            ("d", "b"),
+            ("a", "e"),
+            ("e", "f"),
+            ("f", "g"),
+        ]
+        .iter()
+        .map(|(s, d)| edge(s, d))
+        .collect();
+        let picture = svg(&edges);
+        let number = |attr: &str, from: &str| -> f64 {
+            let at = from.find(attr).expect("the attribute") + attr.len();
+            from[at..]
+                .split('"')
+                .next()
+                .expect("a value")
+                .parse()
+                .expect("a number")
+        };
+        let width = number("width=\"", &picture);
+        let height = number("height=\"", &picture);
+        let mut rest = picture.as_str();
+        let mut nodes = 0;
+        while let Some(at) = rest.find("<rect x=\"") {
+            rest = &rest[at..];
+            let (x, y) = (number("x=\"", rest), number("y=\"", rest));
+            assert!(
+                x >= 0.0 && x + 170.0 <= width,
+                "x={x} in a {width} wide picture"
+            );
+            assert!(
+                y >= 0.0 && y + 44.0 <= height,
+                "y={y} in a {height} high picture"
+            );
+            nodes += 1;
+            rest = &rest[1..];
+        }
+        assert_eq!(nodes, 8);
+    }
 }
