@@ -71,6 +71,10 @@ pub const fn claim(ifindex: u32, direction: u32) -> u32 {
 pub const SKIP_REQUEST_BODY: u32 = 1 << 0;
 /// Valid bit of [`FlowState::response_body_end`].
 pub const SKIP_RESPONSE_BODY: u32 = 1 << 1;
+/// The client sent a request whose body fi cannot frame yet (chunked): its later payload
+/// is never parsed as request heads on this connection. Missing the requests that follow
+/// is the price; reading body bytes as a request (and faulting it) is never paid.
+pub const SKIP_REQUEST_STOPPED: u32 = 1 << 2;
 
 /// What the kernel knows of one flow.
 #[repr(C)]

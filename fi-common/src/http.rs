@@ -832,7 +832,8 @@ pub struct RequestFollowers {
     /// Heads completed, in `heads`.
     pub count: u8,
     pub method_len: u8,
-    pub _pad: u8,
+    /// 1 once a head with a chunked body ended the parse: its body cannot be skipped.
+    pub chunked: u8,
     /// Body bytes still to skip.
     pub body_left: u32,
     /// The method token so far, packed big-endian.
@@ -854,6 +855,7 @@ impl RequestFollowers {
         self.state = FS_START;
         self.count = 0;
         self.method_len = 0;
+        self.chunked = 0;
         self.body_left = 0;
         self.method_word = 0;
         self.consumed = 0;
@@ -919,7 +921,12 @@ impl RequestFollowers {
                             return false;
                         }
                     }
-                    None => self.state = FS_STOP,
+                    None => {
+                        if self.parser.out.flags & FLAG_CHUNKED != 0 {
+                            self.chunked = 1;
+                        }
+                        self.state = FS_STOP;
+                    }
                 }
             }
             FS_BODY => {
@@ -1113,7 +1120,7 @@ pub fn parse_followers(bytes: &[u8], config: &CaptureConfig) -> (Vec<RequestHead
         state: FS_START,
         count: 0,
         method_len: 0,
-        _pad: 0,
+        chunked: 0,
         body_left: 0,
         method_word: 0,
         consumed: 0,

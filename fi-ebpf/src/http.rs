@@ -16,12 +16,12 @@ use fi_common::{
     },
     flow::{
         CGROUP_LEVELS, FAULT_DROP_CLIENT, FAULT_DROP_SERVER, FAULT_HOLDING, FAULT_LOSE_RESPONSE,
-        FlowKey, FlowState, PENDING, SKIP_REQUEST_BODY, SKIP_RESPONSE_BODY, TARGET_WATCH, claim,
-        seq_before,
+        FlowKey, FlowState, PENDING, SKIP_REQUEST_BODY, SKIP_REQUEST_STOPPED, SKIP_RESPONSE_BODY,
+        TARGET_WATCH, claim, seq_before,
     },
     http::{
-        CaptureConfig, FOLLOWERS, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser, SCAN_LEN,
-        method_prefix, status_prefix,
+        CaptureConfig, FLAG_CHUNKED, FOLLOWERS, MAX_HEADS_PER_PACKET, ResponseHead, ResponseParser,
+        SCAN_LEN, method_prefix, status_prefix,
     },
     maps::{JUMP_REQUEST_FOLLOWERS, JUMP_RESPONSE_FOLLOWERS},
     rule::Fault,
@@ -318,6 +318,9 @@ fn on_request_bytes(
     ifindex: u32,
     direction: u32,
 ) -> i32 {
+    if flow.skip & SKIP_REQUEST_STOPPED != 0 {
+        return TCX_NEXT; // After a chunked body: nothing here is read as a head.
+    }
     if flow.skip & SKIP_REQUEST_BODY != 0 {
         if seq_before(segment.seq, flow.request_body_end) {
             return TCX_NEXT; // Body of a request whose head we already saw.
@@ -419,9 +422,15 @@ fn on_request_bytes(
                 }
                 offset = next;
             }
-            // Chunked body or head longer than the scan: the next request is found by
-            // its method at the start of a later segment.
-            None => return TCX_NEXT,
+            // A chunked body: its data may look like a request, so the connection's
+            // requests are not parsed any more. A head longer than the scan: the next
+            // request is found by its method at the start of a later segment.
+            None => {
+                if scratch.request.out.flags & FLAG_CHUNKED != 0 {
+                    flow.skip |= SKIP_REQUEST_STOPPED;
+                }
+                return TCX_NEXT;
+            }
         }
         round += 1;
     }
@@ -730,6 +739,10 @@ pub fn request_followers() -> i32 {
     if let Some(end) = scratch.request_followers.body_end() {
         flow.request_body_end = scratch.tail.seq.wrapping_add(offset).wrapping_add(end);
         flow.skip |= SKIP_REQUEST_BODY;
+    }
+    // The last head found has a chunked body: nothing after it is parsed (see above).
+    if scratch.request_followers.chunked != 0 {
+        flow.skip |= SKIP_REQUEST_STOPPED;
     }
     TCX_NEXT
 }
