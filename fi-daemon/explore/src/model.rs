@@ -318,6 +318,21 @@ pub struct GraphSnapshot {
     pub names: BTreeMap<String, String>,
 }
 
+impl GraphSnapshot {
+    /// The target a server address belongs to: by `ip:port` (a socket it listens on),
+    /// else by its address.
+    pub fn name_of(&self, server: &SocketAddr) -> Option<&String> {
+        name_in(&self.names, server)
+    }
+}
+
+/// A server's name in an `ip:port` / `ip` -> name map.
+pub fn name_in<'a>(names: &'a BTreeMap<String, String>, server: &SocketAddr) -> Option<&'a String> {
+    names
+        .get(&server.to_string())
+        .or_else(|| names.get(&server.ip().to_string()))
+}
+
 /// One call of a [`GraphSnapshot`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphEdge {

@@ -131,12 +131,9 @@ pub fn summarize(x: &Exploration) -> Summary {
     }
     let names = server_names(&x.executions, x.graph.as_ref());
     let name = |dest: &std::net::SocketAddr| {
-        let text = dest.to_string();
-        names
-            .get(&text)
-            .or_else(|| names.get(&dest.ip().to_string()))
+        crate::model::name_in(&names, dest)
             .cloned()
-            .unwrap_or(text)
+            .unwrap_or_else(|| dest.to_string())
     };
     let mut edges: BTreeMap<(String, String), EdgeVerdicts> = BTreeMap::new();
     for e in &x.executions {

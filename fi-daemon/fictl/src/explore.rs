@@ -486,7 +486,7 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 let faults: Vec<_> = r
                     .faults
                     .iter()
-                    .map(|f| serde_json::json!({"rule": f.rule_id, "source": f.source, "destination": f.destination, "method": f.method, "path": f.path, "fault": f.fault}))
+                    .map(|f| serde_json::json!({"rule": f.rule_id, "source": f.source, "destination": f.destination, "method": f.method, "path": f.path, "fault": f.fault, "service": f.service}))
                     .collect();
                 print_json(
                     &serde_json::json!({"exploration": r.exploration_id, "execution": r.execution, "faults": faults}),
@@ -498,8 +498,13 @@ pub async fn run(cli: &Cli, cmd: &ExploreCommand) -> anyhow::Result<u8> {
                 );
             } else {
                 for f in &r.faults {
+                    let service = if f.service.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", f.service)
+                    };
                     println!(
-                        "{} on {} → {} {}{}",
+                        "{} on {} → {} {}{}{service}",
                         f.fault, f.source, f.method, f.destination, f.path
                     );
                 }

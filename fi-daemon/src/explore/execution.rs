@@ -39,6 +39,8 @@ pub(super) struct Setting<'a> {
     pub sources: &'a [(String, String)],
     pub faults_file: &'a Path,
     pub test_cgroup: &'a Path,
+    /// Addresses and listening sockets of the targets -> their labels.
+    pub names: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// The rules of one execution: (rule id, what it injects).
@@ -274,6 +276,7 @@ fn note_injection(run: &Setting<'_>, number: u32, r: &ObservedRequest, rules: &I
         destination: r.server,
         method: r.method.as_str().to_owned(),
         path: r.path.clone(),
+        service: fi_explore::model::name_in(run.names, &r.server).cloned(),
         fault: planned.fault,
     };
     if let Ok(line) = serde_json::to_string(&entry) {

@@ -51,6 +51,9 @@ pub struct InjectedFault {
     pub destination: SocketAddr,
     pub method: String,
     pub path: String,
+    /// The target the destination belongs to, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// In fi's fault grammar (`abort:503`), as a test reads it.
     #[serde(serialize_with = "as_text")]
     pub fault: Fault,

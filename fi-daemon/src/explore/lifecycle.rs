@@ -350,7 +350,12 @@ impl Explorer {
         if exploration == 0 {
             return Err(ExploreError::NoneRunning);
         }
-        let (_, e) = self.execution(exploration, execution)?;
+        let x = self.load(exploration)?;
+        let e = x
+            .executions
+            .iter()
+            .find(|e| e.number == execution)
+            .ok_or(ExploreError::NoExecution(exploration, execution))?;
         let faults = e
             .calls
             .iter()
@@ -362,6 +367,11 @@ impl Explorer {
                     destination: c.site.destination,
                     method: c.site.method.clone(),
                     path: c.raw_path.clone(),
+                    service: x
+                        .graph
+                        .as_ref()
+                        .and_then(|g| g.name_of(&c.site.destination))
+                        .cloned(),
                     fault,
                 })
             })

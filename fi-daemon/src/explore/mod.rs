@@ -16,7 +16,7 @@
 mod execution;
 mod handle;
 pub mod lifecycle;
-mod netns;
+pub mod netns;
 mod records;
 mod run;
 pub mod spawn;

@@ -106,11 +106,18 @@ impl Run {
             let name = label(&config.targets[i - 1]);
             sources.push((info.cgroup.clone(), name.clone()));
             let dir = mount.join(info.cgroup.trim_start_matches('/'));
-            let addresses = tokio::task::spawn_blocking(move || netns::container_addresses(&dir))
-                .await
-                .unwrap_or_default();
+            // Its addresses, and what it listens on (services that share an address, as
+            // on 127.0.0.1, differ by port).
+            let (addresses, listening) = tokio::task::spawn_blocking(move || {
+                (netns::container_addresses(&dir), netns::listening(&dir))
+            })
+            .await
+            .unwrap_or_default();
             for ip in addresses {
                 names.insert(ip.to_string(), name.clone());
+            }
+            for addr in listening {
+                names.insert(addr.to_string(), name.clone());
             }
         }
         Ok(Run {
@@ -139,6 +146,7 @@ impl Run {
             sources: &self.sources,
             faults_file: &self.faults_file,
             test_cgroup: &self.test_cgroup,
+            names: &self.names,
         }
     }
 

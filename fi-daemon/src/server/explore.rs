@@ -151,6 +151,7 @@ fn injected(f: &InjectedFault) -> api::InjectedFault {
         method: f.method.clone(),
         path: f.path.clone(),
         fault: f.fault.to_string(),
+        service: f.service.clone().unwrap_or_default(),
     }
 }
 

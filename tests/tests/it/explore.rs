@@ -192,6 +192,8 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
         injected["faults"][0]["fault"], "response-lost",
         "{injected:#}"
     );
+    // Named after the target it reached, not only ip:port.
+    assert_eq!(injected["faults"][0]["service"], "payments", "{injected:#}");
 
     // The report survives a restart of the daemon, intact.
     let before = fictl(
@@ -624,4 +626,48 @@ fn a_daemon_killed_mid_exploration_leaves_a_consistent_store() {
     assert_eq!(rules, Value::Array(Vec::new()));
     drop(daemon);
     fi_tests::daemon::remove_store(&store);
+}
+
+/// Reports name servers by the sockets their containers listen on: services that share an
+/// address (all on 127.0.0.1) differ by port. A listener of another cgroup in the same
+/// network namespace is not the container's.
+#[test]
+fn a_containers_listening_sockets_are_its_own_and_no_one_elses() {
+    let lab = Lab::new();
+    let svc = lab.container("svc", 1);
+    let _server = svc.http_server(8080);
+    // Another process in the same network namespace but not in the container's cgroup.
+    let mut stranger = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", svc.netns))
+        .args(["python3", "-c"])
+        .arg(
+            "import socket, time\n\
+             s = socket.socket()\n\
+             s.bind(('127.0.0.1', 7070))\n\
+             s.listen()\n\
+             print('ready', flush=True)\n\
+             time.sleep(60)\n",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("nsenter python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stranger.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("the stranger's first line");
+    assert_eq!(line.trim(), "ready");
+    let found = fi_daemon::explore::netns::listening(&svc.cgroup);
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let has = |addr: &str| found.contains(&addr.parse().expect("an address"));
+    // The fixture listens on [::] (both families) at 8080, 9080 and 10080.
+    for addr in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.1:9080"] {
+        assert!(has(addr), "{addr} is the container's: {found:?}");
+    }
+    assert!(
+        !has("127.0.0.1:7070"),
+        "the stranger's socket is not: {found:?}"
+    );
 }
