@@ -11,7 +11,7 @@
 //! - `run`: one exploration's resources and its search loop;
 //! - `execution`: one run of the test under one plan;
 //! - [`spawn`]: a command in a cgroup, with the tail of its output;
-//! - `netns`: a container's addresses, to name servers in reports.
+//! - [`netns`]: a container's addresses and listening sockets, to name servers.
 
 mod execution;
 mod handle;
