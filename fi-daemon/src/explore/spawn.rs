@@ -35,7 +35,7 @@ pub enum Exit {
 
 /// A started command.
 #[derive(Debug)]
-pub struct Running {
+pub struct Started {
     child: tokio::process::Child,
     output: Arc<Mutex<Vec<u8>>>,
     readers: Vec<tokio::task::JoinHandle<()>>,
@@ -44,7 +44,7 @@ pub struct Running {
 
 impl Spawn<'_> {
     /// Starts `sh -c COMMAND` in the cgroup, stdin closed, stdout and stderr kept.
-    pub fn start(&self) -> Result<Running, String> {
+    pub fn start(&self) -> Result<Started, String> {
         // Opened before the fork (close-on-exec: it never reaches the test), so that the
         // child only writes between fork and exec.
         let procs = std::fs::OpenOptions::new()
@@ -83,7 +83,7 @@ impl Spawn<'_> {
         if let Some(err) = child.stderr.take() {
             readers.push(tokio::spawn(collect(err, Arc::clone(&output))));
         }
-        Ok(Running {
+        Ok(Started {
             child,
             output,
             readers,
@@ -92,7 +92,7 @@ impl Spawn<'_> {
     }
 }
 
-impl Running {
+impl Started {
     /// Waits for the command to exit.
     pub async fn wait(&mut self) -> Exit {
         match self.child.wait().await {
