@@ -741,7 +741,8 @@ impl Connection {
         }
     }
 
-    /// Whether the request side holds its parsing until the response to an upgrade.
+    /// Whether the request side waits for the response to an upgrade (a byte sent before
+    /// it stops the request side for good).
     pub const fn request_waits(&self) -> bool {
         self.upgrade_asked != 0
     }
@@ -749,6 +750,11 @@ impl Connection {
     /// One byte of the request stream (not covered by [`Framer::opaque`]).
     pub fn request_byte(&mut self, b: u8) -> Event {
         if self.request_waits() {
+            // Bytes sent before the answer to an upgrade: whether they are HTTP depends on
+            // that answer. Never guess.
+            if self.request.stopped().is_none() {
+                return self.request.stop(Stop::UnknownFraming);
+            }
             return Event::None;
         }
         let event = self.request.step(b);

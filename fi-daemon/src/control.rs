@@ -47,6 +47,9 @@ pub enum ControlError {
          (fictl target add CONTAINER)"
     )]
     NoTargets,
+    /// A blocking task of the core panicked.
+    #[error("the daemon's {0} failed (a panic; see its log)")]
+    Panicked(&'static str),
     /// A panic while a lock was held left its state unknown.
     #[error("daemon state ({0}) is poisoned by an earlier panic")]
     Poisoned(&'static str),
@@ -293,7 +296,7 @@ impl Control {
         let (mount, spec) = (self.mount.clone(), spec.to_owned());
         tokio::task::spawn_blocking(move || targets::resolve(&mount, &spec))
             .await
-            .map_err(|_| ControlError::Poisoned("resolver"))?
+            .map_err(|_| ControlError::Panicked("cgroup resolver"))?
             .map_err(ControlError::Target)
     }
 
@@ -421,7 +424,7 @@ impl Control {
         let validated =
             tokio::task::spawn_blocking(move || rules::validate(draft, &capture, mount.as_path()))
                 .await
-                .map_err(|_| ControlError::Poisoned("validator"))??;
+                .map_err(|_| ControlError::Panicked("rule validator"))??;
         let mut rules = lock(&self.rules, "rules")?;
         let id = rules.create(validated)?;
         let view = rules.get(id)?;

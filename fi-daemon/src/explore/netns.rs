@@ -11,7 +11,8 @@ use std::{
 
 /// The container's own addresses: IPv4 host-local ones but loopback, global IPv6 ones.
 pub fn container_addresses(cgroup: &Path) -> Vec<IpAddr> {
-    let Some(pid) = first_pid(cgroup) else {
+    // Any process of the cgroup (or below) is in the container's network namespace.
+    let Some(pid) = all_pids(cgroup).into_iter().next() else {
         return Vec::new();
     };
     let mut found = Vec::new();
@@ -140,27 +141,6 @@ fn all_pids(cgroup: &Path) -> Vec<String> {
         }
     }
     pids
-}
-
-/// A process of the cgroup or of the first of its descendants that has one.
-fn first_pid(cgroup: &Path) -> Option<String> {
-    let mut dirs = vec![cgroup.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs"))
-            && let Some(first) = procs.lines().next()
-        {
-            return Some(first.trim().to_owned());
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            dirs.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path()),
-            );
-        }
-    }
-    None
 }
 
 /// `/32 host LOCAL` entries of the FIB trie (`/proc/PID/net/fib_trie`), but loopback.

@@ -21,7 +21,8 @@ pub fn control_error(err: ControlError) -> Status {
         ControlError::Target(e) => target_error(e),
         e @ ControlError::Invalid { .. } => Status::invalid_argument(e.to_string()),
         e @ ControlError::NoTargets => Status::failed_precondition(e.to_string()),
-        e @ (ControlError::DataPlane(_) | ControlError::Poisoned(_)) => {
+        e
+        @ (ControlError::DataPlane(_) | ControlError::Poisoned(_) | ControlError::Panicked(_)) => {
             Status::internal(e.to_string())
         }
     }
