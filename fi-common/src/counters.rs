@@ -36,6 +36,11 @@ pub enum Counter {
     FaultDrops = 13,
     /// Delayed requests put back into the path.
     Reinjected = 14,
+    /// Requests fi could not read: a head longer than 16 KiB, or a connection whose
+    /// position in the stream was lost (a gap, an evicted cut head, more framing in one
+    /// segment than the programs reach). Never misread: the connection is not parsed
+    /// any further.
+    RequestsUnparsed = 15,
 }
 // The discriminant is the u32 key of the array.
 const _: () = assert!(core::mem::size_of::<Counter>() == 4);
@@ -45,7 +50,7 @@ pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::EgressPackets,
         Counter::EgressBytes,
         Counter::IngressPackets,
@@ -61,6 +66,7 @@ impl Counter {
         Counter::FaultsSkipped,
         Counter::FaultDrops,
         Counter::Reinjected,
+        Counter::RequestsUnparsed,
     ];
 
     /// Stable snake_case name, used in logs, the API and tests.
@@ -81,6 +87,7 @@ impl Counter {
             Counter::FaultsSkipped => "faults_skipped",
             Counter::FaultDrops => "fault_drops",
             Counter::Reinjected => "reinjected",
+            Counter::RequestsUnparsed => "requests_unparsed",
         }
     }
 

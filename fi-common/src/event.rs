@@ -14,8 +14,11 @@ pub const EVENT_RESPONSE: u32 = 2;
 pub const EVENT_FLOW_CLOSED: u32 = 3;
 pub const EVENT_HELD: u32 = 4;
 
-/// Longest packet a delay can hold (a full Ethernet frame fits).
-pub const HELD_PACKET_LEN: usize = 2048;
+/// Longest packet a delay can hold: a GSO packet of lo (64 KiB) with its headers, so that
+/// the segment completing a head is held whatever its size (over a veth it is one MSS).
+/// Only a delay reserves this much of the ring, for the moment it takes the daemon to
+/// read it.
+pub const HELD_PACKET_LEN: usize = 65_536 + 128;
 
 /// A request packet the kernel took out of the path for a delay: the daemon sends it
 /// back in at `release_ns` through the injector interface.
@@ -31,7 +34,9 @@ pub struct HeldEvent {
     pub len: u32,
     /// The rule whose delay holds it: removing or expiring that rule lets it go at once.
     pub rule_id: u32,
-    pub _pad: u32,
+    /// The segment size of a GSO packet (several TCP segments in one, as TSO makes them
+    /// over a veth), 0 for a plain packet: it goes back in as GSO again.
+    pub gso_size: u32,
     pub packet: [u8; HELD_PACKET_LEN],
 }
 const _: () = assert!(core::mem::size_of::<HeldEvent>() == 72 + 24 + HELD_PACKET_LEN);

@@ -4,6 +4,8 @@
 //! context, so the cgroup is the caller's) under its 4-tuple. The TC programs find the
 //! owner through this map, because a packet that crossed a veth has lost its socket.
 
+use crate::stream::RequestStream;
+
 /// Entries of [`crate::maps::FI_FLOWS`]. LRU: a burst of connections can evict old entries, never fail.
 pub const MAX_FLOWS: u32 = 65_536;
 pub const MAX_TARGETS: u32 = 4096;
@@ -67,16 +69,18 @@ pub const fn claim(ifindex: u32, direction: u32) -> u32 {
     (ifindex << 1) | (direction & 1)
 }
 
-/// Valid bit of [`FlowState::request_body_end`].
-pub const SKIP_REQUEST_BODY: u32 = 1 << 0;
 /// Valid bit of [`FlowState::response_body_end`].
 pub const SKIP_RESPONSE_BODY: u32 = 1 << 1;
-/// The client sent a request whose body fi cannot frame yet (chunked): its later payload
-/// is never parsed as request heads on this connection. Missing the requests that follow
-/// is the price; reading body bytes as a request (and faulting it) is never paid.
-pub const SKIP_REQUEST_STOPPED: u32 = 1 << 2;
 
 /// What the kernel knows of one flow.
+///
+/// Each field has one writer, so that the two hooks, which may run on two CPUs at once,
+/// never lose each other's updates: sock_ops writes the identity (`cookie`, `cgroup_id`,
+/// `ancestors`) and starts `request`; the request side's hook (`claim`) writes `claim`,
+/// `next_request`, `request`, `pending_*`, `answered_through`, `lose_index`, `hold_end`
+/// and `fault_rule`; the response side writes `next_response`, `skip` and
+/// `response_body_end`. `fault_state`
+/// is written by both, with atomic and/or only (see the kernel's `faults::set_state`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowState {
@@ -92,13 +96,16 @@ pub struct FlowState {
     pub next_request: u32,
     /// Index of the request the next response answers.
     pub next_response: u32,
-    /// SKIP_* bits.
+    /// SKIP_* bits (the response side's).
     pub skip: u32,
-    /// TCP sequence number where the current request body ends (client payload before
-    /// it is body, not a new request).
-    pub request_body_end: u32,
-    /// Same for the server's responses.
+    /// TCP sequence number where the current response body ends (server payload before
+    /// it is body, not a new response).
     pub response_body_end: u32,
+    /// Requests before this index were answered by fi itself (an abort): the response
+    /// side moves `next_response` up to it (the request side writes only this).
+    pub answered_through: u32,
+    /// The request direction, followed across segments (heads, bodies, chunks).
+    pub request: RequestStream,
     /// Send time (ns, CLOCK_MONOTONIC) of request `i`, at `i % PENDING`.
     pub pending_ts: [u64; PENDING],
     /// Method of request `i`, at `i % PENDING` (a HEAD response has no body).
@@ -114,7 +121,7 @@ pub struct FlowState {
     /// left of this flow (see the daemon's `cut`).
     pub fault_rule: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 64 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 48 + 64 + 8 + 16);
 
 /// The client's packets of this flow are dropped (timeout, or after a reset, refusal or
 /// abort the kernel answered itself: the server must never see them).
@@ -136,14 +143,27 @@ impl FlowState {
             next_request: 0,
             next_response: 0,
             skip: 0,
-            request_body_end: 0,
             response_body_end: 0,
+            answered_through: 0,
+            request: RequestStream::new(),
             pending_ts: [0; PENDING],
             pending_method: [0; PENDING],
             fault_state: 0,
             lose_index: 0,
             hold_end: 0,
             fault_rule: 0,
+        }
+    }
+}
+
+impl FlowState {
+    /// Index of the request the next response answers, counting those fi answered itself.
+    #[inline(always)]
+    pub const fn answered(&self) -> u32 {
+        if seq_before(self.next_response, self.answered_through) {
+            self.answered_through
+        } else {
+            self.next_response
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Stop {
     Upgraded = 4,
     /// A response whose body runs until the connection closes.
     UntilClose = 5,
+    /// The position in the stream was lost (bytes fi never saw, or state it could not
+    /// keep): what follows cannot be known.
+    Lost = 6,
 }
 
 /// The method of a request, as far as framing cares.
@@ -167,8 +170,40 @@ impl Framer {
             3 => Some(Stop::Malformed),
             4 => Some(Stop::Upgraded),
             5 => Some(Stop::UntilClose),
+            6 => Some(Stop::Lost),
             _ => None,
         }
+    }
+
+    /// Whether the next byte starts a message (or is an empty line before one).
+    pub const fn idle(&self) -> bool {
+        self.state == IDLE
+    }
+
+    /// Frames the body of a message whose head another parser read ([`crate::stream`]
+    /// reads heads with the capture parsers, which know their framing headers).
+    #[inline(always)]
+    pub fn begin_body(&mut self, body: crate::http::Body) -> Event {
+        match body {
+            crate::http::Body::None => {
+                self.state = IDLE;
+                Event::HeadEndMessageEnd
+            }
+            crate::http::Body::Length(n) => {
+                self.state = BODY;
+                self.remaining = u64::from(n);
+                Event::HeadEnd
+            }
+            crate::http::Body::Chunked => self.begin_chunked(),
+            crate::http::Body::Unknown => self.stop(Stop::UnknownFraming),
+            crate::http::Body::UntilClose => self.stop(Stop::UntilClose),
+        }
+    }
+
+    /// Stops the direction for good.
+    #[inline(always)]
+    pub fn halt(&mut self, why: Stop) -> Event {
+        self.stop(why)
     }
 
     /// Whether a head is being read (started, not complete).
@@ -259,6 +294,16 @@ impl Framer {
                 }
             }
             HEAD => self.head_byte(b),
+            _ => self.body_step(b),
+        }
+    }
+
+    /// Looks at one byte of a chunked body's framing (a chunk-size line, the CRLF after
+    /// chunk data, trailers), the only bytes between heads that are not skipped in bulk.
+    /// Elsewhere it does nothing: heads are read by [`Framer::step`] or another parser.
+    #[inline(always)]
+    pub fn body_step(&mut self, b: u8) -> Event {
+        match self.state {
             CHUNK_SIZE => self.chunk_size_byte(b),
             CHUNK_EXT => {
                 if b == b'\n' {
@@ -641,7 +686,7 @@ impl Framer {
                 self.flags |= L_DIGITS;
                 Event::None
             }
-            (None, b';' | b' ' | b'\t') if self.flags & L_DIGITS != 0 => {
+            (None, b';' | b' ' | b'\t') if self.flags & L_DIGITS != 0 && self.flags & L_CR == 0 => {
                 self.state = CHUNK_EXT;
                 Event::None
             }

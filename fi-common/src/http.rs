@@ -22,8 +22,8 @@ pub const HOST_LEN: usize = 64;
 pub const HEADER_VALUE_LEN: usize = 64;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
-/// Heads parsed by the main TC programs from one segment: the first; pipelined heads
-/// behind it are parsed by the followers programs (see [`RequestFollowers`]).
+/// Response heads parsed by the main TC programs from one segment: the first; pipelined
+/// heads behind it are parsed by the followers program (see [`ResponseFollowers`]).
 pub const MAX_HEADS_PER_PACKET: usize = 1;
 
 /// The target was longer than [`PATH_LEN`]; `path` holds its first bytes.
@@ -32,14 +32,38 @@ pub const FLAG_PATH_TRUNCATED: u16 = 1 << 0;
 pub const FLAG_HOST_TRUNCATED: u16 = 1 << 1;
 /// A Content-Length header was present (`content_length` is valid).
 pub const FLAG_CONTENT_LENGTH: u16 = 1 << 2;
-/// `Transfer-Encoding: chunked`: the body's end is not known from the head.
+/// The last transfer coding is `chunked` (RFC 9112 §6.3).
 pub const FLAG_CHUNKED: u16 = 1 << 3;
 /// The head did not end within the bytes scanned (headers are partial).
 pub const FLAG_HEAD_INCOMPLETE: u16 = 1 << 4;
-/// The target is in absolute form (`http://host/path`); `path` holds it whole.
+/// The target is in absolute form (`http://host/path`): `path` holds its path and `host`
+/// its authority (a Host header is then ignored, RFC 9112 §3.2.2). A target that is
+/// neither origin- nor absolute-form (authority-form) is kept whole in `path`.
 pub const FLAG_ABSOLUTE_FORM: u16 = 1 << 5;
 /// A captured header value was longer than [`HEADER_VALUE_LEN`].
 pub const FLAG_HEADER_TRUNCATED: u16 = 1 << 6;
+/// A Transfer-Encoding header was present.
+pub const FLAG_TRANSFER_CODING: u16 = 1 << 7;
+/// A Content-Length that is not one decimal number (or two that differ).
+pub const FLAG_BAD_LENGTH: u16 = 1 << 8;
+/// An Upgrade header: what follows the head may not be HTTP/1.x.
+pub const FLAG_UPGRADE: u16 = 1 << 9;
+
+/// How a request's body is framed, from its head (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// No body: the next byte starts the next request.
+    None,
+    /// This many bytes.
+    Length(u32),
+    /// Chunked.
+    Chunked,
+    /// A transfer coding other than chunked last, or a bad length: the end cannot be
+    /// known, and fi stops reading the connection rather than guess.
+    Unknown,
+    /// A response body that runs until the connection closes: nothing after it is HTTP.
+    UntilClose,
+}
 
 /// Request methods (RFC 9110 and PATCH). 0 is "not a request".
 #[repr(u8)]
@@ -148,6 +172,15 @@ pub fn method_prefix(prefix: &[u8; 8]) -> Option<(Method, usize)> {
         _ => return None,
     };
     Some(m)
+}
+
+/// Whether `bytes` (a segment's payload) begins with a request line's method and space:
+/// where fi starts following a connection it did not see from its start.
+pub fn begins_request(bytes: &[u8]) -> bool {
+    let mut p = [0u8; 8];
+    let n = bytes.len().min(8);
+    p[..n].copy_from_slice(&bytes[..n]);
+    method_prefix(&p).is_some_and(|(_, len)| len <= n)
 }
 
 /// Recognizes "HTTP/1.x NNN" at the start of a response (`prefix` = its first 12 bytes).
@@ -298,23 +331,80 @@ impl RequestHead {
         (len > 0).then(|| &self.headers[slot][..len.min(HEADER_VALUE_LEN)])
     }
 
+    /// How the body of this (complete) request head is framed.
+    #[inline(always)]
+    pub fn body(&self) -> Body {
+        if self.flags & FLAG_TRANSFER_CODING != 0 {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3, 3).
+            return if self.flags & FLAG_CHUNKED != 0 {
+                Body::Chunked
+            } else {
+                Body::Unknown
+            };
+        }
+        if self.flags & FLAG_BAD_LENGTH != 0 {
+            return Body::Unknown;
+        }
+        if self.flags & FLAG_CONTENT_LENGTH != 0 && self.content_length > 0 {
+            return Body::Length(self.content_length);
+        }
+        Body::None
+    }
+
     /// Bytes from the head's start to the end of its body, when the head tells
     /// (Content-Length, or no body); `None` for chunked bodies or incomplete heads.
     pub fn message_len(&self) -> Option<u32> {
-        if self.flags & (FLAG_HEAD_INCOMPLETE | FLAG_CHUNKED) != 0 {
+        if self.flags & FLAG_HEAD_INCOMPLETE != 0 {
             return None;
         }
-        let body = if self.flags & FLAG_CONTENT_LENGTH != 0 {
-            self.content_length
-        } else {
-            0
-        };
-        Some(self.head_len.saturating_add(body))
+        match self.body() {
+            Body::None => Some(self.head_len),
+            Body::Length(n) => Some(self.head_len.saturating_add(n)),
+            Body::Chunked | Body::Unknown | Body::UntilClose => None,
+        }
     }
 }
 
 /// Parser states.
 const S_TARGET: u8 = 0;
+/// [`Method::ALL`]'s names, zero-padded to 8 bytes, and their lengths: fixed-size rows the
+/// kernel can index with a masked column.
+const METHOD_NAMES: [[u8; 8]; 9] = {
+    let mut names = [[0u8; 8]; 9];
+    let mut i = 0;
+    while i < 9 {
+        let name = Method::ALL[i].as_str().as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            names[i][j] = name[j];
+            j += 1;
+        }
+        i += 1;
+    }
+    names
+};
+const METHOD_LENS: [u8; 9] = {
+    let mut lens = [0u8; 9];
+    let mut i = 0;
+    while i < 9 {
+        lens[i] = Method::ALL[i].as_str().len() as u8;
+        i += 1;
+    }
+    lens
+};
+/// The method token, before the target (a head started by [`RequestParser::start`]).
+const S_METHOD: u8 = 11;
+/// "HTTP/1.x NNN" byte by byte (a head started by [`ResponseParser::start`]).
+const S_STATUS_PREFIX: u8 = 12;
+/// `version_pos` in the reason phrase after a CR: only an LF may follow.
+const REASON_CR: u8 = 0xff;
+// Where a byte of the target is (in `HeadState::chunked_pos` while the target is read).
+const T_PATH: u8 = 0;
+const T_SCHEME: u8 = 1;
+const T_SLASH1: u8 = 2;
+const T_SLASH2: u8 = 3;
+const T_AUTHORITY: u8 = 4;
+const T_OPAQUE: u8 = 5;
 const S_VERSION: u8 = 1;
 const S_LINE_START: u8 = 2;
 const S_NAME: u8 = 3;
@@ -330,6 +420,8 @@ const S_INVALID: u8 = 10;
 const CAND_HOST: u8 = 1 << CAPTURE_SLOTS;
 const CAND_CONTENT_LENGTH: u8 = 1 << (CAPTURE_SLOTS + 1);
 const CAND_TRANSFER_ENCODING: u8 = 1 << (CAPTURE_SLOTS + 2);
+const CAND_UPGRADE: u8 = 1 << (CAPTURE_SLOTS + 3);
+const UPGRADE_NAME: &[u8; 7] = b"upgrade";
 const HOST_NAME: &[u8; 4] = b"host";
 const CONTENT_LENGTH_NAME: &[u8; 14] = b"content-length";
 const TRANSFER_ENCODING_NAME: &[u8; 17] = b"transfer-encoding";
@@ -339,6 +431,7 @@ const F_NONE: u8 = 0xff;
 const F_HOST: u8 = 0xfe;
 const F_CONTENT_LENGTH: u8 = 0xfd;
 const F_TRANSFER_ENCODING: u8 = 0xfc;
+const F_UPGRADE: u8 = 0xfb;
 
 /// The byte-level state shared by the request and response parsers.
 #[repr(C)]
@@ -359,7 +452,11 @@ pub struct HeadState {
     pub consumed: u32,
     /// "chunked" matched so far in Transfer-Encoding (0..=7), for FLAG_CHUNKED.
     pub chunked_pos: u8,
-    pub _pad: [u8; 3],
+    /// The field whose value just ended (F_NONE otherwise): its trailing whitespace,
+    /// `trail` bytes, is not part of it (RFC 9110 §5.5), and the caller drops it.
+    pub ended: u8,
+    /// Whitespace bytes at the end of the current value so far.
+    pub trail: u16,
 }
 const _: () = assert!(core::mem::size_of::<HeadState>() == 16);
 
@@ -374,7 +471,8 @@ impl HeadState {
             value_len: 0,
             consumed,
             chunked_pos: 0,
-            _pad: [0; 3],
+            ended: F_NONE,
+            trail: 0,
         }
     }
 
@@ -408,7 +506,8 @@ impl HeadState {
                 } else if is_token_char(b) {
                     self.state = S_NAME;
                     self.name_len = 0;
-                    self.candidates = CAND_HOST | CAND_CONTENT_LENGTH | CAND_TRANSFER_ENCODING;
+                    self.candidates =
+                        CAND_HOST | CAND_CONTENT_LENGTH | CAND_TRANSFER_ENCODING | CAND_UPGRADE;
                     let mut slot = 0;
                     while slot < CAPTURE_SLOTS {
                         if config.lens[slot] > 0 {
@@ -426,10 +525,21 @@ impl HeadState {
                     self.field = self.matched_field(config);
                     self.value_len = 0;
                     self.chunked_pos = 0;
+                    self.trail = 0;
                     self.state = S_VALUE_WS;
                     if self.field == F_CONTENT_LENGTH {
+                        if *flags & FLAG_CONTENT_LENGTH != 0 {
+                            // A second Content-Length: fi does not compare them.
+                            *flags |= FLAG_BAD_LENGTH;
+                        }
                         *flags |= FLAG_CONTENT_LENGTH;
                         *content_length = 0;
+                    }
+                    if self.field == F_TRANSFER_ENCODING {
+                        *flags |= FLAG_TRANSFER_CODING;
+                    }
+                    if self.field == F_UPGRADE {
+                        *flags |= FLAG_UPGRADE;
                     }
                 } else if is_token_char(b) {
                     self.match_name_byte(b, config);
@@ -439,36 +549,59 @@ impl HeadState {
             }
             S_VALUE_WS | S_VALUE => {
                 if b == b'\r' {
+                    self.end_value(flags);
                     self.state = S_VALUE_LF;
                 } else if b == b'\n' {
+                    self.end_value(flags);
                     self.state = S_LINE_START;
                 } else if self.state == S_VALUE_WS && (b == b' ' || b == b'\t') {
                     // Leading whitespace is not part of the value.
+                } else if (b < b' ' && b != b'\t') || b == 0x7f {
+                    // A control character: not a field value (RFC 9110 §5.5).
+                    self.state = S_INVALID;
                 } else {
                     self.state = S_VALUE;
+                    self.trail = if b == b' ' || b == b'\t' {
+                        self.trail.saturating_add(1)
+                    } else {
+                        0
+                    };
                     match self.field {
                         F_NONE => {}
                         F_CONTENT_LENGTH => {
-                            if b.is_ascii_digit() {
-                                *content_length = content_length
-                                    .saturating_mul(10)
-                                    .saturating_add(u32::from(b - b'0'));
+                            // `chunked_pos` here: 0 before the digits, 1 in them, 2 after.
+                            if b.is_ascii_digit() && self.chunked_pos < 2 {
+                                self.chunked_pos = 1;
+                                match content_length
+                                    .checked_mul(10)
+                                    .and_then(|v| v.checked_add(u32::from(b - b'0')))
+                                {
+                                    Some(v) => *content_length = v,
+                                    None => *flags |= FLAG_BAD_LENGTH,
+                                }
+                            } else if (b == b' ' || b == b'\t') && self.chunked_pos == 1 {
+                                self.chunked_pos = 2;
                             } else if b != b' ' && b != b'\t' {
-                                // Not a number: the body's end is unknown.
-                                *flags &= !FLAG_CONTENT_LENGTH;
-                                *flags |= FLAG_CHUNKED;
+                                // Not one number ("1 2", "5, 5", "x"): the end is unknown.
+                                *flags |= FLAG_BAD_LENGTH;
                             }
                         }
                         F_TRANSFER_ENCODING => {
+                            // Whether the last coding of the list is "chunked": the
+                            // current token's match in `chunked_pos` (0..=7, 8: another).
                             const CHUNKED: &[u8; 7] = b"chunked";
                             let pos = self.chunked_pos as usize;
-                            if pos < CHUNKED.len() && b.to_ascii_lowercase() == CHUNKED[pos] {
-                                self.chunked_pos += 1;
-                                if self.chunked_pos as usize == CHUNKED.len() {
-                                    *flags |= FLAG_CHUNKED;
-                                }
-                            } else {
+                            if b == b',' {
                                 self.chunked_pos = 0;
+                            } else if b == b' ' || b == b'\t' {
+                                if pos > 0 && pos < CHUNKED.len() {
+                                    self.chunked_pos = 8;
+                                }
+                            } else if pos < CHUNKED.len() && b.to_ascii_lowercase() == CHUNKED[pos]
+                            {
+                                self.chunked_pos += 1;
+                            } else {
+                                self.chunked_pos = 8;
                             }
                         }
                         field => {
@@ -487,6 +620,24 @@ impl HeadState {
             _ => {}
         }
         store
+    }
+
+    /// A header value ended: what Content-Length and Transfer-Encoding said.
+    #[inline(always)]
+    fn end_value(&mut self, flags: &mut u16) {
+        if self.field == F_CONTENT_LENGTH && self.chunked_pos == 0 {
+            *flags |= FLAG_BAD_LENGTH; // An empty length.
+        }
+        if self.field == F_TRANSFER_ENCODING {
+            // Each Transfer-Encoding field adds codings: the last field's last one counts.
+            if self.chunked_pos == 7 {
+                *flags |= FLAG_CHUNKED;
+            } else {
+                *flags &= !FLAG_CHUNKED;
+            }
+        }
+        self.ended = self.field;
+        self.field = F_NONE;
     }
 
     #[inline(always)]
@@ -521,6 +672,11 @@ impl HeadState {
         {
             self.candidates &= !CAND_TRANSFER_ENCODING;
         }
+        if self.candidates & CAND_UPGRADE != 0
+            && (i >= UPGRADE_NAME.len() || UPGRADE_NAME[i] != lower)
+        {
+            self.candidates &= !CAND_UPGRADE;
+        }
         self.name_len = self.name_len.saturating_add(1);
     }
 
@@ -543,6 +699,8 @@ impl HeadState {
             && len == TRANSFER_ENCODING_NAME.len()
         {
             F_TRANSFER_ENCODING
+        } else if self.candidates & CAND_UPGRADE != 0 && len == UPGRADE_NAME.len() {
+            F_UPGRADE
         } else {
             F_NONE
         }
@@ -559,7 +717,7 @@ pub struct RequestParser {
     pub digest: RequestDigest,
 }
 // The head state, the head, the digest; no padding (the digest is 8-aligned at 488).
-const _: () = assert!(core::mem::size_of::<RequestParser>() == 16 + 472 + 1144);
+const _: () = assert!(core::mem::size_of::<RequestParser>() == 16 + 472 + 1152);
 
 impl RequestParser {
     /// A parser for a request whose "METHOD " prefix (`prefix_len` bytes) was recognized.
@@ -590,41 +748,70 @@ impl RequestParser {
         self.digest.reset();
     }
 
+    /// Makes this parser ready for a head whose first byte comes next (the method is
+    /// read byte by byte, so a head may be cut anywhere), in place.
+    #[inline(always)]
+    pub fn start(&mut self) {
+        self.reset(Method::Get, 0);
+        self.out.method = 0;
+        self.head.state = S_METHOD;
+        // While the method is read: `name_len` has a bit per candidate of Method::ALL,
+        // `version_pos` the column.
+        self.head.name_len = (1 << Method::ALL.len()) - 1;
+        self.head.version_pos = 0;
+    }
+
+    /// Bytes of the head so far.
+    #[inline(always)]
+    pub fn consumed(&self) -> u32 {
+        self.head.consumed
+    }
+
+    /// A byte of the method token.
+    #[inline(always)]
+    fn method_step(&mut self, b: u8) {
+        let h = &mut self.head;
+        let col = h.version_pos as usize;
+        if b == b' ' {
+            let mut i = 0;
+            while i < Method::ALL.len() {
+                if h.name_len & (1 << i) != 0 && METHOD_LENS[i] as usize == col {
+                    self.out.method = Method::ALL[i] as u8;
+                    h.state = S_TARGET;
+                    return;
+                }
+                i += 1;
+            }
+            h.state = S_INVALID;
+            return;
+        }
+        let mut i = 0;
+        while i < Method::ALL.len() {
+            if col >= METHOD_LENS[i] as usize || METHOD_NAMES[i][col & 7] != b {
+                h.name_len &= !(1 << i);
+            }
+            i += 1;
+        }
+        if h.name_len == 0 {
+            h.state = S_INVALID;
+        }
+        h.version_pos = h.version_pos.saturating_add(1);
+    }
+
     /// Consumes one byte. Returns false when the head is complete or invalid.
     #[inline(always)]
     pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
-        let h = &mut self.head;
-        let out = &mut self.out;
-        match h.state {
-            S_TARGET => {
-                if b == b' ' {
-                    if out.path_len == 0 {
-                        h.state = S_INVALID;
-                    } else {
-                        h.state = S_VERSION;
-                        h.version_pos = 0;
-                    }
-                } else if b <= b' ' || b == 0x7f {
-                    h.state = S_INVALID;
-                } else {
-                    let len = out.path_len as usize;
-                    if len < PATH_LEN {
-                        out.path[len & (PATH_LEN - 1)] = b;
-                    } else {
-                        out.flags |= FLAG_PATH_TRUNCATED;
-                    }
-                    if len == 0 && b != b'/' && b != b'*' {
-                        out.flags |= FLAG_ABSOLUTE_FORM;
-                    }
-                    self.digest.target_byte(b);
-                    out.path_len = out.path_len.saturating_add(1);
-                }
-            }
+        match self.head.state {
+            S_METHOD => self.method_step(b),
+            S_TARGET => self.target_step(b),
             S_VERSION => {
                 const VERSION: &[u8; 9] = b"HTTP/1.x\r";
+                let h = &mut self.head;
                 let pos = h.version_pos as usize;
                 let ok = match pos {
                     7 => b == b'0' || b == b'1',
+                    // A bare LF ends the line too (RFC 9112 §2.2 lets a recipient accept it).
+                    8 => b == b'\r' || b == b'\n',
                     9 => b == b'\n',
                     p if p < VERSION.len() => b == VERSION[p],
                     _ => false,
@@ -633,28 +820,155 @@ impl RequestParser {
                     h.state = S_INVALID;
                 } else {
                     if pos == 7 {
-                        out.version_minor = b - b'0';
+                        self.out.version_minor = b - b'0';
                     }
-                    if pos == 9 {
+                    if b == b'\n' {
                         h.state = S_LINE_START;
                     }
                     h.version_pos += 1;
                 }
             }
             _ => {
+                let out = &mut self.out;
                 if let Some((field, index, value)) =
-                    h.header_step(b, config, &mut out.flags, &mut out.content_length)
+                    self.head
+                        .header_step(b, config, &mut out.flags, &mut out.content_length)
                 {
-                    store_request_value(out, &mut self.digest, field, index, value);
+                    // With an absolute-form target, the Host header is ignored (RFC 9112
+                    // §3.2.2): the authority already gave the host.
+                    if !(field == F_HOST && out.flags & FLAG_ABSOLUTE_FORM != 0) {
+                        store_request_value(out, &mut self.digest, field, index, value);
+                    }
+                }
+                if self.head.ended != F_NONE {
+                    self.end_of_value();
                 }
             }
         }
+        let h = &mut self.head;
         h.consumed = h.consumed.wrapping_add(1);
         if h.state == S_DONE {
-            out.head_len = h.consumed;
-            out.flags &= !FLAG_HEAD_INCOMPLETE;
+            self.out.head_len = h.consumed;
+            self.out.flags &= !FLAG_HEAD_INCOMPLETE;
         }
         h.state != S_DONE && h.state != S_INVALID
+    }
+
+    /// A kept value ended: its trailing whitespace is dropped from what was kept.
+    #[inline(always)]
+    fn end_of_value(&mut self) {
+        let h = &mut self.head;
+        let field = h.ended;
+        h.ended = F_NONE;
+        let kept = h.value_len.saturating_sub(h.trail) as usize;
+        if field == F_HOST && self.out.flags & FLAG_ABSOLUTE_FORM == 0 {
+            self.out.host_len = kept.min(HOST_LEN) as u8;
+            return;
+        }
+        let slot = field as usize;
+        if slot < CAPTURE_SLOTS {
+            self.out.header_lens[slot & (CAPTURE_SLOTS - 1)] = kept.min(HEADER_VALUE_LEN) as u8;
+            self.digest.end_of_value(slot);
+        }
+    }
+
+    /// A byte of the request target (the request line up to its space).
+    #[inline(always)]
+    fn target_step(&mut self, b: u8) {
+        if b == b' ' {
+            if self.head.chunked_pos == T_AUTHORITY {
+                // "http://host": the path is "/" (RFC 9112 §3.2.2).
+                self.target_byte(b'/');
+                self.head.chunked_pos = T_PATH;
+            }
+            let h = &mut self.head;
+            if self.out.path_len == 0 || (h.chunked_pos != T_PATH && h.chunked_pos != T_OPAQUE) {
+                h.state = S_INVALID;
+            } else {
+                h.state = S_VERSION;
+                h.version_pos = 0;
+                // `chunked_pos` is Transfer-Encoding's from here on.
+                h.chunked_pos = 0;
+            }
+        } else if !(b'!'..=b'~').contains(&b) {
+            // A request target is ASCII (RFC 3986; clients percent-encode the rest).
+            self.head.state = S_INVALID;
+        } else {
+            self.target_form_byte(b);
+        }
+    }
+
+    /// A byte of the target, by its form: origin-form goes to the path; absolute-form's
+    /// authority goes to the host and its path to the path; authority-form ("host:port"
+    /// of CONNECT) is kept whole in the path. `head.chunked_pos` (unused until the
+    /// headers) holds where in the target the byte is (T_*).
+    #[inline(always)]
+    fn target_form_byte(&mut self, b: u8) {
+        let first = self.out.path_len == 0 && self.head.chunked_pos == T_PATH;
+        if first && b != b'/' && b != b'*' {
+            if !b.is_ascii_alphanumeric() {
+                self.head.state = S_INVALID;
+                return;
+            }
+            // A scheme, or the host of an authority-form target: kept in the path until
+            // "://" tells which.
+            self.out.flags |= FLAG_ABSOLUTE_FORM;
+            self.head.chunked_pos = T_SCHEME;
+            self.target_byte(b);
+            return;
+        }
+        match self.head.chunked_pos {
+            T_SCHEME => {
+                if b == b':' {
+                    self.head.chunked_pos = T_SLASH1;
+                }
+                self.target_byte(b);
+            }
+            T_SLASH1 => {
+                self.head.chunked_pos = if b == b'/' { T_SLASH2 } else { T_OPAQUE };
+                self.target_byte(b);
+            }
+            T_SLASH2 => {
+                if b == b'/' {
+                    // "scheme://": the authority follows; the path starts over.
+                    self.head.chunked_pos = T_AUTHORITY;
+                    self.head.value_len = 0;
+                    self.out.path_len = 0;
+                    self.digest.reset_path();
+                } else {
+                    self.head.chunked_pos = T_OPAQUE;
+                    self.target_byte(b);
+                }
+            }
+            T_AUTHORITY => {
+                if b == b'/' || b == b'?' {
+                    self.head.chunked_pos = T_PATH;
+                    if b == b'?' {
+                        self.target_byte(b'/');
+                    }
+                    self.target_byte(b);
+                } else {
+                    let index = self.head.value_len;
+                    self.head.value_len = index.saturating_add(1);
+                    store_request_value(&mut self.out, &mut self.digest, F_HOST, index, b);
+                }
+            }
+            _ => self.target_byte(b),
+        }
+    }
+
+    /// A byte of the target's path (or of an opaque target).
+    #[inline(always)]
+    fn target_byte(&mut self, b: u8) {
+        let out = &mut self.out;
+        let len = out.path_len as usize;
+        if len < PATH_LEN {
+            out.path[len & (PATH_LEN - 1)] = b;
+        } else {
+            out.flags |= FLAG_PATH_TRUNCATED;
+        }
+        self.digest.target_byte(b);
+        out.path_len = out.path_len.saturating_add(1);
     }
 
     /// Marks the head incomplete when the bytes ran out before its end.
@@ -715,6 +1029,37 @@ pub struct ResponseHead {
 const _: () = assert!(core::mem::size_of::<ResponseHead>() == 16);
 
 impl ResponseHead {
+    /// How the body of this (complete) response head is framed (RFC 9112 §6.3), given the
+    /// method of the request it answers.
+    #[inline(always)]
+    pub fn body(&self, request_method: u8) -> Body {
+        if request_method == Method::Head as u8
+            || self.status < 200
+            || self.status == 204
+            || self.status == 304
+        {
+            return Body::None;
+        }
+        if self.flags & FLAG_TRANSFER_CODING != 0 {
+            return if self.flags & FLAG_CHUNKED != 0 {
+                Body::Chunked
+            } else {
+                Body::UntilClose
+            };
+        }
+        if self.flags & FLAG_BAD_LENGTH != 0 {
+            return Body::Unknown;
+        }
+        if self.flags & FLAG_CONTENT_LENGTH != 0 {
+            return if self.content_length > 0 {
+                Body::Length(self.content_length)
+            } else {
+                Body::None
+            };
+        }
+        Body::UntilClose
+    }
+
     /// Bytes from the head's start to the end of the body, when known. `request_method` is
     /// the method of the request it answers (HEAD responses have no body).
     pub fn message_len(&self, request_method: u8) -> Option<u32> {
@@ -728,8 +1073,10 @@ impl ResponseHead {
         if no_body {
             return Some(self.head_len);
         }
-        if self.flags & FLAG_CHUNKED != 0 || self.flags & FLAG_CONTENT_LENGTH == 0 {
-            // Chunked or delimited by close: the end is not in the head.
+        if self.flags & (FLAG_TRANSFER_CODING | FLAG_BAD_LENGTH) != 0
+            || self.flags & FLAG_CONTENT_LENGTH == 0
+        {
+            // A coding, a bad length, or delimited by close: the end is not in the head.
             return None;
         }
         Some(self.head_len.saturating_add(self.content_length))
@@ -760,19 +1107,80 @@ impl ResponseParser {
         }
     }
 
+    /// Makes this parser ready for a head whose first byte comes next (the status line is
+    /// read byte by byte, so a head may be cut anywhere), in place.
+    #[inline(always)]
+    pub fn start(&mut self) {
+        self.head = HeadState::new(S_STATUS_PREFIX, 0);
+        self.out = ResponseHead {
+            status: 0,
+            flags: 0,
+            version_minor: 0,
+            _pad: [0; 3],
+            content_length: 0,
+            head_len: 0,
+        };
+    }
+
+    /// A byte of "HTTP/1.x NNN" and the one after it (`version_pos` is the column).
+    #[inline(always)]
+    fn status_prefix_step(&mut self, b: u8) {
+        const PREFIX: &[u8; 7] = b"HTTP/1.";
+        let h = &mut self.head;
+        let col = h.version_pos as usize;
+        let ok = match col {
+            0..=6 => PREFIX[col] == b,
+            7 => b == b'0' || b == b'1',
+            8 => b == b' ',
+            9 => (b'1'..=b'9').contains(&b),
+            10 | 11 => b.is_ascii_digit(),
+            // After the code: the reason phrase, or the end of the line.
+            _ => b == b' ' || b == b'\r' || b == b'\n',
+        };
+        if !ok {
+            h.state = S_INVALID;
+            return;
+        }
+        match col {
+            7 => self.out.version_minor = b - b'0',
+            9..=11 => self.out.status = self.out.status * 10 + u16::from(b - b'0'),
+            12 => {
+                h.state = match b {
+                    b'\n' => S_LINE_START,
+                    _ => S_STATUS_LINE,
+                };
+                h.version_pos = if b == b'\r' { REASON_CR } else { 13 };
+                return;
+            }
+            _ => {}
+        }
+        h.version_pos = h.version_pos.saturating_add(1);
+    }
+
     /// Consumes one byte. Returns false when the head is complete or invalid.
     #[inline(always)]
     pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
-        let h = &mut self.head;
-        if h.state == S_STATUS_LINE {
-            // The reason phrase: anything up to the end of the line.
+        if self.head.state == S_STATUS_PREFIX {
+            self.status_prefix_step(b);
+        } else if self.head.state == S_STATUS_LINE {
+            let h = &mut self.head;
+            // The reason phrase, up to the end of the line: text, no controls.
             if b == b'\n' {
                 h.state = S_LINE_START;
+            } else if h.version_pos == REASON_CR || (b < b' ' && b != b'\t' && b != b'\r') {
+                h.state = S_INVALID;
+            } else if b == b'\r' {
+                h.version_pos = REASON_CR; // Only an LF may follow.
+            } else if b == 0x7f {
+                h.state = S_INVALID;
             }
         } else {
             // Response header values are not captured; only the body's length matters.
+            let h = &mut self.head;
             let _ = h.header_step(b, config, &mut self.out.flags, &mut self.out.content_length);
+            h.ended = F_NONE;
         }
+        let h = &mut self.head;
         h.consumed = h.consumed.wrapping_add(1);
         if h.state == S_DONE {
             self.out.head_len = h.consumed;
@@ -795,162 +1203,9 @@ const FS_HEAD: u8 = 1;
 const FS_BODY: u8 = 2;
 const FS_STOP: u8 = 3;
 
-/// The method whose token is packed big-endian in `word` (at most 7 letters).
-#[inline(always)]
-fn method_of_word(word: u64) -> Option<Method> {
-    const fn pack(s: &[u8]) -> u64 {
-        let mut w = 0u64;
-        let mut i = 0;
-        while i < s.len() {
-            w = (w << 8) | s[i] as u64;
-            i += 1;
-        }
-        w
-    }
-    let m = match word {
-        w if w == pack(b"GET") => Method::Get,
-        w if w == pack(b"HEAD") => Method::Head,
-        w if w == pack(b"POST") => Method::Post,
-        w if w == pack(b"PUT") => Method::Put,
-        w if w == pack(b"DELETE") => Method::Delete,
-        w if w == pack(b"CONNECT") => Method::Connect,
-        w if w == pack(b"OPTIONS") => Method::Options,
-        w if w == pack(b"TRACE") => Method::Trace,
-        w if w == pack(b"PATCH") => Method::Patch,
-        _ => return None,
-    };
-    Some(m)
-}
-
-/// Parses the request heads that follow the first one in a segment (pipelining): method,
-/// head, body skipped by its Content-Length, and again, up to [`FOLLOWERS`] heads. They
-/// are observed only: rules apply to the first head of a segment.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestFollowers {
-    pub state: u8,
-    /// Heads completed, in `heads`.
-    pub count: u8,
-    pub method_len: u8,
-    /// 1 once a head with a chunked body ended the parse: its body cannot be skipped.
-    pub chunked: u8,
-    /// Body bytes still to skip.
-    pub body_left: u32,
-    /// The method token so far, packed big-endian.
-    pub method_word: u64,
-    /// Bytes stepped over.
-    pub consumed: u32,
-    pub _pad1: u32,
-    pub parser: RequestParser,
-    pub heads: [RequestHead; FOLLOWERS],
-}
-// 24 bytes of state, the parser, the heads; no padding.
-const _: () = assert!(core::mem::size_of::<RequestFollowers>() == 24 + 1632 + FOLLOWERS * 472);
-
-impl RequestFollowers {
-    /// Ready for the bytes after the first message, in place (too large to build by value
-    /// on the BPF stack).
-    #[inline(always)]
-    pub fn reset(&mut self) {
-        self.state = FS_START;
-        self.count = 0;
-        self.method_len = 0;
-        self.chunked = 0;
-        self.body_left = 0;
-        self.method_word = 0;
-        self.consumed = 0;
-    }
-
-    /// Where the body being skipped ends, relative to where the followers started, if the
-    /// bytes ran out inside one.
-    pub fn body_end(&self) -> Option<u32> {
-        (self.state == FS_BODY).then(|| self.consumed.saturating_add(self.body_left))
-    }
-
-    /// Consumes one byte; false when nothing more can be parsed.
-    #[inline(always)]
-    pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
-        self.consumed = self.consumed.wrapping_add(1);
-        match self.state {
-            FS_START => {
-                if b == b' ' && self.method_len > 0 {
-                    match method_of_word(self.method_word) {
-                        Some(method) => {
-                            self.parser.reset(method, self.method_len as usize + 1);
-                            self.state = FS_HEAD;
-                        }
-                        None => self.state = FS_STOP,
-                    }
-                } else if b.is_ascii_uppercase() && self.method_len < 7 {
-                    self.method_word = (self.method_word << 8) | u64::from(b);
-                    self.method_len += 1;
-                } else {
-                    self.state = FS_STOP;
-                }
-            }
-            FS_HEAD => {
-                if self.parser.step(b, config) {
-                    return true;
-                }
-                if !self.parser.head.is_done() {
-                    self.state = FS_STOP;
-                    return false;
-                }
-                let slot = self.count as usize;
-                if slot < FOLLOWERS {
-                    // SAFETY: `self.parser.out` and `self.heads[slot]` (slot < FOLLOWERS,
-                    // checked above) are distinct fields of `self`: both valid, aligned
-                    // RequestHeads that never overlap. An explicit copy keeps LLVM from
-                    // staging 472 bytes on the BPF stack.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(&self.parser.out, &mut self.heads[slot], 1)
-                    };
-                    self.count += 1;
-                }
-                let body = self
-                    .parser
-                    .out
-                    .message_len()
-                    .map(|m| m - self.parser.out.head_len);
-                match body {
-                    Some(0) if (self.count as usize) < FOLLOWERS => self.start_next(),
-                    Some(n) => {
-                        self.body_left = n;
-                        self.state = FS_BODY;
-                        if self.count as usize >= FOLLOWERS {
-                            return false;
-                        }
-                    }
-                    None => {
-                        if self.parser.out.flags & FLAG_CHUNKED != 0 {
-                            self.chunked = 1;
-                        }
-                        self.state = FS_STOP;
-                    }
-                }
-            }
-            FS_BODY => {
-                self.body_left = self.body_left.saturating_sub(1);
-                if self.body_left == 0 {
-                    self.start_next();
-                }
-            }
-            _ => {}
-        }
-        self.state != FS_STOP
-    }
-
-    #[inline(always)]
-    fn start_next(&mut self) {
-        self.state = FS_START;
-        self.method_len = 0;
-        self.method_word = 0;
-    }
-}
-
-/// The response heads that follow the first one in a segment, like
-/// [`RequestFollowers`]. `methods[i]` is the method of the request the i-th one answers
-/// (a HEAD response has no body).
+/// The response heads that follow the first one in a segment: each head parsed, its body
+/// skipped by its length, up to [`FOLLOWERS`] heads. `methods[i]` is the method of the
+/// request the i-th one answers (a HEAD response has no body).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseFollowers {
@@ -1110,31 +1365,6 @@ pub fn parse_response(bytes: &[u8], config: &CaptureConfig) -> Result<ResponseHe
         return Err(ParseError::Invalid);
     }
     Ok(parser.out)
-}
-
-/// The request heads after the first message of `bytes`, and where a body that runs past
-/// them ends (the host side of what the kernel does with [`RequestFollowers`]).
-#[cfg(not(target_arch = "bpf"))]
-pub fn parse_followers(bytes: &[u8], config: &CaptureConfig) -> (Vec<RequestHead>, Option<u32>) {
-    let mut f = RequestFollowers {
-        state: FS_START,
-        count: 0,
-        method_len: 0,
-        chunked: 0,
-        body_left: 0,
-        method_word: 0,
-        consumed: 0,
-        _pad1: 0,
-        parser: RequestParser::new(Method::Get, 4),
-        heads: [RequestHead::EMPTY; FOLLOWERS],
-    };
-    f.reset();
-    for &b in bytes {
-        if !f.step(b, config) {
-            break;
-        }
-    }
-    (f.heads[..f.count as usize].to_vec(), f.body_end())
 }
 
 #[cfg(test)]

@@ -17,5 +17,6 @@ pub mod http;
 pub mod limits;
 pub mod maps;
 pub mod rule;
+pub mod stream;
 #[cfg(feature = "user")]
 pub mod user;

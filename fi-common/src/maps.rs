@@ -34,9 +34,12 @@ pub const FI_EVENTS: &str = "FI_EVENTS";
 pub const FI_JUMP: &str = "FI_JUMP";
 /// Per-CPU working memory of the programs (kernel only; the daemon never opens it).
 pub const FI_SCRATCH: &str = "FI_SCRATCH";
+/// Request heads cut by the end of a segment, by flow, until their next segment
+/// completes them (kernel only).
+pub const FI_PARTIAL: &str = "FI_PARTIAL";
 
 /// Every map of the object, each once.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     FI_COUNTERS,
     FI_FLOWS,
     FI_TARGETS,
@@ -50,17 +53,19 @@ pub const ALL: [&str; 13] = [
     FI_EVENTS,
     FI_JUMP,
     FI_SCRATCH,
+    FI_PARTIAL,
 ];
 
-/// Slot of [`FI_JUMP`] holding `fi_req_followers` (pipelined request heads).
-pub const JUMP_REQUEST_FOLLOWERS: u32 = 0;
+/// Slot of [`FI_JUMP`] holding `fi_req_more` (the rest of a segment's request bytes, after
+/// a head, pipelined heads included).
+pub const JUMP_REQUEST_MORE: u32 = 0;
 /// Slot of [`FI_JUMP`] holding `fi_resp_followers` (pipelined response heads).
 pub const JUMP_RESPONSE_FOLLOWERS: u32 = 1;
 /// Entries of [`FI_JUMP`]: one more than the highest slot.
 pub const JUMP_SLOTS: u32 = 2;
 
-const _: () = assert!(JUMP_REQUEST_FOLLOWERS < JUMP_SLOTS && JUMP_RESPONSE_FOLLOWERS < JUMP_SLOTS);
-const _: () = assert!(JUMP_REQUEST_FOLLOWERS != JUMP_RESPONSE_FOLLOWERS);
+const _: () = assert!(JUMP_REQUEST_MORE < JUMP_SLOTS && JUMP_RESPONSE_FOLLOWERS < JUMP_SLOTS);
+const _: () = assert!(JUMP_REQUEST_MORE != JUMP_RESPONSE_FOLLOWERS);
 
 /// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` is 16 with the NUL): a longer one
 /// is cut short in `bpftool map` and the kernel's view, where tests look maps up by name.

@@ -217,6 +217,9 @@ pub struct RequestDigest {
     pub host_suffix: [u64; HOST_LABELS],
     /// Hash of each captured header's value (valid when the header is present).
     pub header_hash: [u64; crate::limits::CAPTURE_SLOTS],
+    /// The current captured value's hash at its last byte that is not whitespace: its
+    /// hash once the trailing whitespace is dropped.
+    pub value_mark: u64,
 }
 // path_prefix, path_hash, path_len, the four u8 fields, host_suffix, header_hash; no padding.
 const _: () = assert!(
@@ -227,6 +230,7 @@ const _: () = assert!(
             + 4
             + HOST_LABELS * 8
             + crate::limits::CAPTURE_SLOTS * 8
+            + 8
 );
 
 impl RequestDigest {
@@ -241,6 +245,7 @@ impl RequestDigest {
             host_bracket: 0,
             host_suffix: [0; HOST_LABELS],
             header_hash: [FNV_BASIS; crate::limits::CAPTURE_SLOTS],
+            value_mark: FNV_BASIS,
         };
         d.path_prefix[0] = FNV_BASIS;
         d
@@ -258,6 +263,15 @@ impl RequestDigest {
         self.host_done = 0;
         self.host_bracket = 0;
         self.header_hash = [FNV_BASIS; crate::limits::CAPTURE_SLOTS];
+    }
+
+    /// The path starts over (an absolute-form target's scheme was read as path).
+    #[inline(always)]
+    pub fn reset_path(&mut self) {
+        self.path_prefix[0] = FNV_BASIS;
+        self.path_hash = FNV_BASIS;
+        self.path_len = 0;
+        self.in_query = 0;
     }
 
     /// A byte of the request target.
@@ -284,8 +298,14 @@ impl RequestDigest {
             self.host_labels = 1;
             self.host_suffix[0] = FNV_BASIS;
             self.host_bracket = u8::from(b == b'[');
+            self.host_done = 0;
         }
         if self.host_done != 0 {
+            return;
+        }
+        if b == b' ' || b == b'\t' {
+            // A host name has no whitespace: what follows (trailing whitespace) is not it.
+            self.host_done = 1;
             return;
         }
         if b == b':' && self.host_bracket == 0 {
@@ -325,6 +345,22 @@ impl RequestDigest {
             *hash = FNV_BASIS;
         }
         *hash = fnv_step(*hash, b);
+        if b != b' ' && b != b'\t' {
+            self.value_mark = *hash;
+        }
+    }
+
+    /// Captured header `slot`'s value ended: its trailing whitespace is not hashed.
+    #[inline(always)]
+    pub fn end_of_value(&mut self, slot: usize) {
+        let mark = self.value_mark;
+        match slot {
+            0 => self.header_hash[0] = mark,
+            1 => self.header_hash[1] = mark,
+            2 => self.header_hash[2] = mark,
+            3 => self.header_hash[3] = mark,
+            _ => {}
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use fi_common::{
     http::CaptureConfig,
     maps::{
         FI_CAPTURE, FI_COUNTERS, FI_EVENTS, FI_FLOWS, FI_HEARTBEAT, FI_INJECTOR, FI_JUMP,
-        FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS, JUMP_REQUEST_FOLLOWERS,
+        FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS, JUMP_REQUEST_MORE,
         JUMP_RESPONSE_FOLLOWERS,
     },
 };
@@ -39,13 +39,13 @@ pub mod program {
     pub const SOCK_OPS: &str = "fi_sockops";
     pub const REINJECT: &str = "fi_reinject";
     /// Tail-called by the TC programs for pipelined heads; never attached.
-    pub const REQUEST_FOLLOWERS: &str = "fi_req_followers";
+    pub const REQUEST_MORE: &str = "fi_req_more";
     pub const RESPONSE_FOLLOWERS: &str = "fi_resp_followers";
 }
 
 /// The program in each slot of the tail calls' program array ([`FI_JUMP`]).
 const JUMP_SLOTS: [(u32, &str); 2] = [
-    (JUMP_REQUEST_FOLLOWERS, program::REQUEST_FOLLOWERS),
+    (JUMP_REQUEST_MORE, program::REQUEST_MORE),
     (JUMP_RESPONSE_FOLLOWERS, program::RESPONSE_FOLLOWERS),
 ];
 // Every slot of the array is filled.
@@ -191,7 +191,7 @@ impl DataPlane {
             program::TC_EGRESS,
             program::TC_INGRESS,
             program::REINJECT,
-            program::REQUEST_FOLLOWERS,
+            program::REQUEST_MORE,
             program::RESPONSE_FOLLOWERS,
         ] {
             let program = classifier(&mut ebpf, name)?;
@@ -443,6 +443,20 @@ impl DataPlane {
     pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {
         let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         let state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
+        flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
+    }
+
+    /// [`DataPlane::track_flow`] for a connection whose request stream starts at
+    /// `first_seq`, as sock_ops records it when the handshake completes.
+    pub fn track_flow_from(
+        &mut self,
+        key: FlowKey,
+        cgroup_id: u64,
+        first_seq: u32,
+    ) -> Result<(), DataPlaneError> {
+        let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
+        let mut state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
+        state.request.sync(first_seq);
         flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
     }
 

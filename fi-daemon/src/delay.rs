@@ -58,6 +58,58 @@ fn socket_raw(domain: libc::c_int) -> io::Result<OwnedFd> {
     socket(domain, libc::IPPROTO_RAW)
 }
 
+/// Makes a packet socket take a `virtio_net_hdr` before each frame: a held GSO packet (a
+/// TSO burst from a container, up to 64 KiB) goes back in as GSO, to be cut into segments
+/// on its way, instead of being refused for exceeding the MTU.
+fn set_vnet_header(socket: &OwnedFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with an int option value on an open socket.
+    if unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as u32,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `virtio_net_hdr` (10 bytes, little-endian) of a frame: GSO over TCP when the held
+/// packet was GSO (the kernel then checks its headers and fills in the checksums of the
+/// segments it cuts), none otherwise.
+fn vnet_header(frame: &[u8], gso_size: u32) -> [u8; 10] {
+    const GSO_TCPV4: u8 = 1;
+    const GSO_TCPV6: u8 = 4;
+    let mut header = [0u8; 10];
+    let Ok(gso_size) = u16::try_from(gso_size) else {
+        return header;
+    };
+    if gso_size == 0 || frame.len() < 14 + 20 {
+        return header;
+    }
+    let (gso_type, l4) = match frame[14] >> 4 {
+        4 => (GSO_TCPV4, 14 + usize::from(frame[14] & 0x0f) * 4),
+        6 => (GSO_TCPV6, 14 + 40),
+        _ => return header,
+    };
+    let Some(offset) = frame.get(l4 + 12) else {
+        return header;
+    };
+    let headers = l4 + usize::from(offset >> 4) * 4;
+    if frame.len() <= headers + usize::from(gso_size) {
+        return header; // One segment's worth: not GSO.
+    }
+    header[1] = gso_type;
+    header[2..4].copy_from_slice(&(headers as u16).to_le_bytes());
+    header[4..6].copy_from_slice(&gso_size.to_le_bytes());
+    header
+}
+
 /// Sets SO_MARK on a socket.
 fn set_mark(socket: &OwnedFd, mark: u32) -> io::Result<()> {
     // SAFETY: setsockopt with a u32 option value on an open socket.
@@ -105,6 +157,7 @@ impl Injector {
         }
         let ifindex = links::index_of(&send_side)?;
         let socket = socket(libc::AF_PACKET, 0)?;
+        set_vnet_header(&socket)?;
         let raw4 = socket_raw(libc::AF_INET)?;
         let raw6 = socket_raw(libc::AF_INET6)?;
         set_mark(&socket, INJECT_MARK)?;
@@ -131,6 +184,9 @@ impl Injector {
             return self.send_routed(&frame);
         }
         set_mark(&self.socket, INJECT_MARK | held.claim)?;
+        let mut frame_with_header = vnet_header(&frame, held.gso_size).to_vec();
+        frame_with_header.extend_from_slice(&frame);
+        let frame = frame_with_header;
         // SAFETY: a zeroed sockaddr_ll is valid; sendto with a valid buffer and that
         // sockaddr, naming our interface, on an open socket.
         let sent = unsafe {
@@ -335,6 +391,23 @@ pub fn start(injector: Injector) -> io::Result<Delays> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gso_packet_goes_back_with_its_segment_size_and_a_plain_one_without() {
+        // Ethernet, IPv4 (20), TCP (32: data offset 8), 3,000 bytes of payload.
+        let mut frame = vec![0u8; 14 + 20 + 32 + 3000];
+        frame[14] = 0x45;
+        frame[14 + 20 + 12] = 8 << 4;
+        let header = vnet_header(&frame, 1448);
+        assert_eq!(header[1], 1, "TCPv4");
+        assert_eq!(u16::from_le_bytes([header[2], header[3]]), 14 + 20 + 32);
+        assert_eq!(u16::from_le_bytes([header[4], header[5]]), 1448);
+        assert_eq!(vnet_header(&frame, 0), [0; 10], "not GSO");
+        assert_eq!(vnet_header(&frame, 4000), [0; 10], "one segment's worth");
+        frame[14] = 0x60;
+        frame[14 + 40 + 12] = 5 << 4;
+        assert_eq!(vnet_header(&frame, 1400)[1], 4, "TCPv6");
+    }
 
     #[test]
     fn only_injector_send_sides_name_a_daemon() {

@@ -111,6 +111,38 @@ fn fetch_add(counter: *mut u64, value: u64) -> u64 {
     v
 }
 
+/// Sets `bits` of the flow's `fault_state` atomically: both hooks write it, maybe on two
+/// CPUs at once, and a plain read-modify-write could lose the other's bits.
+#[inline(always)]
+pub fn set_state(flow: &mut FlowState, bits: u32) {
+    let word = &raw mut flow.fault_state;
+    // SAFETY: `word` points to the u32 of a live flow entry (the caller's lookup),
+    // 4-aligned; the BPF `atomic_or` instruction (cpu v3) updates it in place.
+    unsafe {
+        asm!(
+            "lock *(u32 *)({p} + 0) |= {v}",
+            p = in(reg) word,
+            v = in(wreg) bits,
+            options(nostack),
+        );
+    }
+}
+
+/// Clears `bits` of the flow's `fault_state` atomically (see [`set_state`]).
+#[inline(always)]
+pub fn clear_state(flow: &mut FlowState, bits: u32) {
+    let word = &raw mut flow.fault_state;
+    // SAFETY: as in `set_state`, with `atomic_and`.
+    unsafe {
+        asm!(
+            "lock *(u32 *)({p} + 0) &= {v}",
+            p = in(reg) word,
+            v = in(wreg) !bits,
+            options(nostack),
+        );
+    }
+}
+
 /// The rule that fires for this request or connection, with its slot, if any.
 #[inline(always)]
 fn choose(
@@ -162,7 +194,7 @@ pub fn on_syn(
         flags: TCP_RST | TCP_ACK,
         payload_len: 0,
     };
-    flow.fault_state |= FAULT_DROP_CLIENT;
+    set_state(flow, FAULT_DROP_CLIENT);
     flow.fault_rule = rule.id;
     bump(Counter::FaultsInjected, 1);
     Some(answer_client(
@@ -210,31 +242,26 @@ pub fn on_request(
     flow: &mut FlowState,
     seg: &Segment,
     scratch: &mut Scratch,
+    parser: &RequestParser,
     request_index: u32,
     ifindex: u32,
     direction: u32,
     now: u64,
 ) -> Option<Injected> {
-    // SAFETY: `ctx.skb.skb` is the `__sk_buff` the kernel passed to this program: non-null,
-    // aligned and readable for the whole invocation; the field is read at its constant
-    // offset, as the verifier requires of context accesses.
-    if unsafe { (*ctx.skb.skb).gso_segs } > 1 {
-        // A request larger than one segment (GSO): rewriting it is not supported.
-        bump(Counter::FaultsSkipped, 1);
-        return None;
-    }
-    let (slot, rule) = choose(flow, &seg.key, Some(&scratch.request), now)?;
+    // A GSO super-packet is answered too: shrinking it to the answer (bpf_skb_change_tail)
+    // makes it one plain packet again.
+    let (slot, rule) = choose(flow, &seg.key, Some(parser), now)?;
     let fault = Fault::from_u8(rule.fault)?;
     flow.fault_rule = rule.id;
     bump(Counter::FaultsInjected, 1);
     let mut status = 0;
     let verdict = match fault {
         Fault::Blackhole => {
-            flow.fault_state |= FAULT_DROP_CLIENT;
+            set_state(flow, FAULT_DROP_CLIENT);
             vanish()
         }
         Fault::Reset => {
-            flow.fault_state |= FAULT_DROP_CLIENT;
+            set_state(flow, FAULT_DROP_CLIENT);
             let answer = Answer {
                 seq: seg.ack,
                 ack: seg.seq.wrapping_add(seg.payload_len),
@@ -244,7 +271,7 @@ pub fn on_request(
             answer_client(ctx, seg, scratch, &answer, None, ifindex, direction)
         }
         Fault::Abort => {
-            flow.fault_state |= FAULT_DROP_CLIENT;
+            set_state(flow, FAULT_DROP_CLIENT);
             status = rule.abort_status;
             let response = FI_RESPONSES.get(slot)?;
             let answer = Answer {
@@ -266,8 +293,8 @@ pub fn on_request(
             )
         }
         Fault::ResponseLost => {
-            flow.fault_state |= FAULT_LOSE_RESPONSE;
             flow.lose_index = request_index;
+            set_state(flow, FAULT_LOSE_RESPONSE);
             TCX_NEXT
         }
         // Delay is held by the caller (it needs the packet and the event ring); refusals
@@ -292,8 +319,8 @@ pub fn lose_response(
     seg: &Segment,
     scratch: &mut Scratch,
 ) -> i32 {
-    flow.fault_state &= !FAULT_LOSE_RESPONSE;
-    flow.fault_state |= FAULT_DROP_SERVER;
+    clear_state(flow, FAULT_LOSE_RESPONSE);
+    set_state(flow, FAULT_DROP_SERVER);
     let answer = Answer {
         seq: seg.seq,
         ack: seg.ack,

@@ -28,7 +28,7 @@ const TCP_CLOSE: u32 = 7;
 pub fn on_sock_op(ctx: &SockOpsContext) {
     match ctx.op() {
         BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(ctx),
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => bump(Counter::FlowsActive, 1),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ctx),
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => bump(Counter::FlowsPassive, 1),
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == TCP_CLOSE => on_close(ctx),
         _ => {}
@@ -142,6 +142,24 @@ fn on_connect(ctx: &SockOpsContext) {
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
 
+/// The handshake is done: the request stream starts at the first byte after the SYN, so
+/// fi follows it from its very first byte, however the first request is cut.
+fn on_established(ctx: &SockOpsContext) {
+    bump(Counter::FlowsActive, 1);
+    let Some(key) = flow_key(ctx) else { return };
+    let Some(flow) = FI_FLOWS.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: `ctx.ops` is the `bpf_sock_ops` the kernel passed to this program: non-null,
+    // aligned and readable for the whole invocation; the field is read at its constant
+    // offset (`read_word`), as the verifier requires of context accesses.
+    let snd_nxt = read_word(unsafe { &(*ctx.ops).snd_nxt });
+    // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS, valid
+    // until this program returns; FlowState is integers only. No TC program writes
+    // `request` yet: no payload has been sent.
+    unsafe { (*flow).request.sync(snd_nxt) };
+}
+
 fn on_close(ctx: &SockOpsContext) {
     let Some(key) = flow_key(ctx) else { return };
     let Some(flow) = FI_FLOWS.get_ptr(&key) else {
@@ -160,7 +178,7 @@ fn on_close(ctx: &SockOpsContext) {
         // port was free again): its flow is not ours to forget.
         return;
     }
-    if flow.next_request != flow.next_response {
+    if flow.next_request != flow.answered() {
         // Requests that got no answer: tell the daemon they never will on this flow.
         let event = FlowClosedEvent {
             header: EventHeader {
@@ -174,7 +192,7 @@ fn on_close(ctx: &SockOpsContext) {
                 key,
             },
             requests: flow.next_request,
-            responses: flow.next_response,
+            responses: flow.answered(),
         };
         if FI_EVENTS.output::<FlowClosedEvent>(&event, 0).is_err() {
             bump(Counter::EventsLost, 1);

@@ -3,8 +3,8 @@
 //! - `fi_sockops` (cgroup sock_ops, attached at a cgroup, usually the cgroup2 root): records
 //!   each outgoing TCP connection with its owner cgroup (flows.rs).
 //! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): count packets, parse HTTP request
-//!   and response heads of tracked flows (http.rs), and inject the faults rules select
-//!   (faults.rs, reply.rs). Traffic they do not act on gets `TCX_NEXT`, so other programs
+//!   and response heads of tracked flows (requests.rs, http.rs), and inject the faults
+//!   rules select (faults.rs, reply.rs). Traffic they do not act on gets `TCX_NEXT`, so other programs
 //!   on the hook still run.
 #![no_std]
 #![no_main]
@@ -17,6 +17,7 @@ mod http;
 mod maps;
 mod packet;
 mod reply;
+mod requests;
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, tcx_action_base::TCX_DROP},
@@ -46,10 +47,10 @@ pub fn fi_tc_ingress(ctx: TcContext) -> i32 {
     http::observe(&ctx, DIRECTION_INGRESS)
 }
 
-/// Pipelined request heads behind the first of a segment (tail-called, never attached).
+/// The rest of a segment's request bytes after a head (tail-called, never attached).
 #[classifier]
-pub fn fi_req_followers(_ctx: TcContext) -> i32 {
-    http::request_followers()
+pub fn fi_req_more(ctx: TcContext) -> i32 {
+    requests::more(&ctx)
 }
 
 /// Pipelined response heads behind the first of a segment (tail-called, never attached).

@@ -5,6 +5,7 @@
 //! `shared_names!` below checks that at compile time, and a tier-2 test checks the built
 //! object against `fi_common::maps::ALL` both ways.
 
+use crate::packet::Segment;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
@@ -13,9 +14,7 @@ use fi_common::{
     counters::{COUNTER_SLOTS, Counter},
     event::{EVENTS_BYTES, RequestEvent, ResponseEvent},
     flow::{FlowKey, FlowState, MAX_FLOWS, MAX_TARGETS},
-    http::{
-        CaptureConfig, RequestFollowers, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN,
-    },
+    http::{CaptureConfig, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN},
     maps::JUMP_SLOTS,
     rule::{AbortResponse, MAX_RULES, Rule, RuleStats, heartbeat_fresh},
 };
@@ -80,25 +79,37 @@ pub struct Scratch {
     pub csum: [u8; CSUM_BUF_LEN],
     /// The flow key of a server's packet, turned around to look up its flow.
     pub reversed_key: FlowKey,
-    /// What a main program hands to a followers program it tail-calls.
+    /// What a main program hands to the program it tail-calls.
     pub tail: Tail,
-    pub request_followers: RequestFollowers,
+    /// The segment `fi_req_more` goes on with (kept here: its stack has no room for it).
+    pub segment: Segment,
     pub response_followers: ResponseFollowers,
 }
 
-/// Where the followers of a segment start (after its first message).
+/// Where a tail-called program goes on in the segment.
 #[repr(C)]
 pub struct Tail {
     /// The flow, oriented from the client.
     pub key: FlowKey,
     /// TCP sequence number of the segment's first payload byte.
     pub seq: u32,
+    /// Requests: the payload offset of the next byte to look at. Responses: the offset
+    /// of the first follower in `buf`.
     pub offset: u32,
-    /// Bytes of the payload in `buf`.
+    /// Requests: bytes of the payload. Responses: bytes in `buf`.
     pub len: u32,
     pub ifindex: u32,
     pub watched: u32,
-    pub _pad: u32,
+    /// Requests: the hook's direction.
+    pub direction: u32,
+    /// Requests: heads completed in this segment so far (a fault acts only on the first).
+    pub heads: u32,
+    /// Requests: the head in progress is in FI_PARTIAL (1), not in `Scratch::request`.
+    pub partial: u32,
+    /// Requests: the verdict so far (a delay took the segment), TCX_NEXT by default.
+    pub verdict: i32,
+    /// Requests: rules are loaded (and the daemon alive) for this segment.
+    pub rules: u32,
 }
 
 /// The followers programs, tail-called: verified on their own, so their parsing does not
@@ -112,7 +123,17 @@ pub static FI_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0
 // The kernel refuses a per-CPU map whose value is larger than 32 KiB (PCPU_MIN_UNIT_SIZE):
 // the object would fail to load, at start-up, on every machine. Fail the build instead.
 const _: () = assert!(core::mem::size_of::<Scratch>() <= 32 * 1024);
-const _: () = assert!(core::mem::size_of::<Tail>() == 40 + 6 * 4);
+const _: () = assert!(core::mem::size_of::<Tail>() == 40 + 10 * 4);
+
+/// Request heads cut by the end of a segment: the parser, by flow, until the segment that
+/// completes the head. LRU: more heads in flight than this evict the oldest, whose
+/// request is then counted as unparsed (`requests_unparsed`), never misread.
+#[map]
+pub static FI_PARTIAL: LruHashMap<FlowKey, RequestParser> =
+    LruHashMap::with_max_entries(MAX_PARTIAL, 0);
+
+/// Heads in flight across segments at once.
+pub const MAX_PARTIAL: u32 = 1024;
 
 /// Checks at compile time that each map static is named as its constant in
 /// `fi_common::maps`, and that there are as many as `fi_common::maps::ALL` lists.
@@ -149,6 +170,7 @@ shared_names!(
     FI_EVENTS,
     FI_JUMP,
     FI_SCRATCH,
+    FI_PARTIAL,
 );
 
 /// Adds `by` to a per-CPU counter. Per-CPU slots need no atomics: a program runs to

@@ -9,6 +9,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 
 /// What the TC programs need of a TCP segment.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Segment {
     /// Oriented as on the wire: `client` = source, `server` = destination.
     pub key: FlowKey,

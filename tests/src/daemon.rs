@@ -151,6 +151,34 @@ impl Daemon {
         )
     }
 
+    /// The requests of `target` the daemon reports (`fictl --json watch --recent`), one
+    /// JSON line each: all it remembers, then whatever arrives within `quiet`. Up to
+    /// `at_most + 1` lines are read, so that one more than expected shows.
+    pub fn watched(&self, target: &str, at_most: usize, quiet: Duration) -> Vec<String> {
+        let count = (at_most + 1).to_string();
+        let mut child = self
+            .fictl_command(&[
+                "--json", "watch", "--target", target, "--recent", "--count", &count,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("running fictl watch");
+        let deadline = Instant::now() + quiet;
+        while Instant::now() < deadline {
+            if child.try_wait().expect("fictl watch").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("fictl watch output");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// A fictl command aimed at this daemon, to run or spawn.
     pub fn fictl_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin_path("fictl"));

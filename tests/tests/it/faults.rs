@@ -16,17 +16,17 @@ const PORT: u16 = 8080;
 
 /// Two containers (A calls B) and a third (C) that is not targeted, with a daemon on
 /// their veths. Fields drop in order: server, daemon, containers, lab.
-struct Scene {
+pub(crate) struct Scene {
     _server: Guard,
-    daemon: Daemon,
-    a: Container,
-    b: Container,
+    pub(crate) daemon: Daemon,
+    pub(crate) a: Container,
+    pub(crate) b: Container,
     c: Container,
     lab: Lab,
 }
 
 impl Scene {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with(&[])
     }
 
@@ -54,7 +54,7 @@ impl Scene {
         format!("--iface={},{},{}", a.host_veth, b.host_veth, c.host_veth)
     }
 
-    fn cgroup(&self, c: &Container) -> String {
+    pub(crate) fn cgroup(&self, c: &Container) -> String {
         let parent = self
             .lab
             .cgroup()
@@ -65,13 +65,13 @@ impl Scene {
         format!("/{parent}/{}", c.name)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}:{PORT}{path}", self.b.ipv4)
     }
 
     /// Requests the test server has seen (asked from inside B, over B's own loopback,
     /// which fi does not touch).
-    fn server_count(&self) -> u64 {
+    pub(crate) fn server_count(&self) -> u64 {
         let out = self.b.run(
             "curl",
             &["-s", "-m", "2", &format!("http://[::1]:{PORT}/__count")],
@@ -83,7 +83,7 @@ impl Scene {
     }
 
     /// `fictl --json rules add ...`; returns the rule's JSON.
-    fn add_rule(&self, args: &[&str]) -> Value {
+    pub(crate) fn add_rule(&self, args: &[&str]) -> Value {
         let mut full = vec!["--json", "rules", "add"];
         full.extend_from_slice(args);
         let (ok, out, err) = self.daemon.fictl(&full);
@@ -91,7 +91,7 @@ impl Scene {
         serde_json::from_str(&out).expect("rules add --json prints JSON")
     }
 
-    fn rule(&self, id: &Value) -> Value {
+    pub(crate) fn rule(&self, id: &Value) -> Value {
         let id = id.to_string();
         let (ok, out, err) = self.daemon.fictl(&["--json", "rules", "get", &id]);
         assert!(ok, "rules get failed: {err}");
@@ -803,47 +803,9 @@ fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
 /// hook is reported to the sender; one taken out of the path is not).
 #[test]
 fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
-    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
-    let lab = Lab::new();
-    let daemon = Daemon::start(lab.id(), &["lo"], lab.cgroup());
-    // A host process (lo) in a cgroup of the lab: the rule's container.
-    let cgroup = lab.cgroup().join("host-client");
-    std::fs::create_dir(&cgroup).expect("creating the client's cgroup");
-    // Removed on drop, also when an assertion fails, before the lab (declared earlier).
-    struct RemoveCgroup(std::path::PathBuf);
-    impl Drop for RemoveCgroup {
-        fn drop(&mut self) {
-            let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    let _remove = RemoveCgroup(cgroup.clone());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let server = Guard(
-        std::process::Command::new("python3")
-            .arg(fixture("http_server.py"))
-            .arg(port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let container = format!(
-        "/{}/host-client",
-        lab.cgroup().file_name().expect("name").to_string_lossy()
-    );
-    let (ok, _, err) = daemon.fictl(&[
+    let lo = fi_tests::lo::OnLo::new("host-client");
+    let container = lo.container();
+    let (ok, _, err) = lo.daemon.fictl(&[
         "rules",
         "add",
         "--fault",
@@ -856,30 +818,16 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
     assert!(ok, "{err}");
     let script = format!(
         "import socket, time\n\
-         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         s = socket.create_connection(('127.0.0.1', {}))\n\
          s.settimeout(10)\n\
          s.sendall(b'GET /lo HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
          t = time.monotonic()\n\
          try:\n    s.recv(100)\n    print('answered', time.monotonic() - t)\n\
          except socket.timeout:\n    print('timeout', time.monotonic() - t)\n\
-         except OSError as e:\n    print('error', e.errno, time.monotonic() - t)\n"
+         except OSError as e:\n    print('error', e.errno, time.monotonic() - t)\n",
+        lo.port
     );
-    let procs = std::fs::OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))
-        .expect("cgroup.procs");
-    let mut client = std::process::Command::new("python3");
-    client.args(["-c", &script]);
-    // SAFETY: one write(2) of a static buffer to a descriptor opened before fork.
-    unsafe {
-        client.pre_exec(move || {
-            if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = client.output().expect("python3");
+    let out = lo.python(&script);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("lo timeout: the client saw `{}`", said.trim());
     let (what, after) = said.trim().rsplit_once(' ').expect("an outcome");
@@ -890,21 +838,7 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(after.parse::<f64>().is_ok_and(|s| s >= 9.9), "{said}");
-    // The server never saw it (asked from outside the lab's cgroup, so not faulted).
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /__count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .expect("send");
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
-    assert_eq!(
-        answer.split("\r\n\r\n").nth(1).map(str::trim),
-        Some("0"),
-        "{answer}"
-    );
-    drop(server);
+    assert_eq!(lo.server_count(), 0, "the server never saw it");
 }
 
 /// An abort answers `connection: close` and closes: a client that reads to the end of the
@@ -1045,60 +979,4 @@ fn netlink_filters_of_a_killed_daemon_stop_faulting_and_the_next_daemon_removes_
     assert!(ok);
     let status: Value = serde_json::from_str(&out).expect("status --json");
     assert_eq!(status["capabilities"]["tcx"], true, "{status:#}");
-}
-
-/// A chunked upload whose chunk data starts a segment with `GET /x`: with an abort rule
-/// on /x, nothing is faulted and no request `GET /x` is reported. (Until chunked bodies
-/// are framed, fi stops reading the connection's requests after one, rather than guess.)
-#[test]
-fn chunk_data_that_looks_like_a_request_is_never_faulted_nor_reported() {
-    let s = Scene::new();
-    let a_cgroup = s.cgroup(&s.a);
-    let rule = s.add_rule(&[
-        "--fault",
-        "abort:503",
-        "--container",
-        &a_cgroup,
-        "--path",
-        "/x",
-    ]);
-    // The head and the chunk size, then (its own segment) chunk data that reads as a
-    // request, then the last chunk.
-    let script = format!(
-        "import socket, time\n\
-         s = socket.create_connection(('{}', {PORT}))\n\
-         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
-         s.settimeout(3)\n\
-         s.sendall(b'POST /y HTTP/1.1\\r\\nHost: b\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n1c\\r\\n')\n\
-         time.sleep(0.2)\n\
-         s.sendall(b'GET /x HTTP/1.1\\r\\nHost: b\\r\\n\\r\\n')\n\
-         time.sleep(0.2)\n\
-         s.sendall(b'\\r\\n0\\r\\n\\r\\n')\n\
-         data = b''\n\
-         try:\n    while b'\\r\\n\\r\\n' not in data:\n        chunk = s.recv(4096)\n        if not chunk:\n            break\n        data += chunk\n\
-         except OSError as e:\n    print('error', type(e).__name__)\n\
-         print(data.decode(errors='replace'))\n",
-        s.b.ipv4
-    );
-    let out = s.a.run("python3", &["-c", &script]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        !said.contains("x-fi-fault"),
-        "fi answered chunk data: {said}"
-    );
-    assert!(
-        said.starts_with("HTTP/1."),
-        "the server answered: {said} ({})",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = &rule["id"];
-    assert_eq!(s.rule(id)["injected"], 0, "{}", s.rule(id));
-    let (ok, out, _) = s.daemon.fictl(&[
-        "--json", "watch", "--target", &a_cgroup, "--recent", "--count", "0",
-    ]);
-    assert!(ok);
-    assert!(
-        !out.contains("\"/x\""),
-        "a request GET /x was reported: {out}"
-    );
 }

@@ -4,7 +4,9 @@
 mod bench;
 mod control;
 mod demo;
+mod differential;
 mod docs;
+mod exact;
 mod explore;
 mod faults;
 mod foundation;
