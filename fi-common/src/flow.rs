@@ -4,7 +4,7 @@
 //! context, so the cgroup is the caller's) under its 4-tuple. The TC programs find the
 //! owner through this map, because a packet that crossed a veth has lost its socket.
 
-use crate::stream::RequestStream;
+use crate::stream::{RequestStream, ResponseStream};
 
 /// Entries of [`crate::maps::FI_FLOWS`]. LRU: a burst of connections can evict old entries, never fail.
 pub const MAX_FLOWS: u32 = 65_536;
@@ -69,17 +69,13 @@ pub const fn claim(ifindex: u32, direction: u32) -> u32 {
     (ifindex << 1) | (direction & 1)
 }
 
-/// Valid bit of [`FlowState::response_body_end`].
-pub const SKIP_RESPONSE_BODY: u32 = 1 << 1;
-
 /// What the kernel knows of one flow.
 ///
 /// Each field has one writer, so that the two hooks, which may run on two CPUs at once,
 /// never lose each other's updates: sock_ops writes the identity (`cookie`, `cgroup_id`,
-/// `ancestors`) and starts `request`; the request side's hook (`claim`) writes `claim`,
+/// `ancestors`) and starts `request` and `response`; the request side's hook (`claim`) writes `claim`,
 /// `next_request`, `request`, `pending_*`, `answered_through`, `lose_index`, `hold_end`
-/// and `fault_rule`; the response side writes `next_response`, `skip` and
-/// `response_body_end`. `fault_state`
+/// and `fault_rule`; the response side writes `next_response` and `response`. `fault_state`
 /// is written by both, with atomic and/or only (see the kernel's `faults::set_state`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,16 +92,13 @@ pub struct FlowState {
     pub next_request: u32,
     /// Index of the request the next response answers.
     pub next_response: u32,
-    /// SKIP_* bits (the response side's).
-    pub skip: u32,
-    /// TCP sequence number where the current response body ends (server payload before
-    /// it is body, not a new response).
-    pub response_body_end: u32,
     /// Requests before this index were answered by fi itself (an abort): the response
     /// side moves `next_response` up to it (the request side writes only this).
     pub answered_through: u32,
     /// The request direction, followed across segments (heads, bodies, chunks).
     pub request: RequestStream,
+    /// The response direction, likewise.
+    pub response: ResponseStream,
     /// Send time (ns, CLOCK_MONOTONIC) of request `i`, at `i % PENDING`.
     pub pending_ts: [u64; PENDING],
     /// Method of request `i`, at `i % PENDING` (a HEAD response has no body).
@@ -121,7 +114,7 @@ pub struct FlowState {
     /// left of this flow (see the daemon's `cut`).
     pub fault_rule: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 24 + 48 + 64 + 8 + 16);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 8 + 8 + 64 + 16 + 40 + 72 + 64 + 8 + 16);
 
 /// The client's packets of this flow are dropped (timeout, or after a reset, refusal or
 /// abort the kernel answered itself: the server must never see them).
@@ -134,6 +127,27 @@ pub const FAULT_LOSE_RESPONSE: u32 = 1 << 2;
 pub const FAULT_HOLDING: u32 = 1 << 3;
 
 impl FlowState {
+    /// Makes this entry a new flow's, in place (the kernel builds it in a map value: it is
+    /// too large for the BPF stack). Ancestors are zeroed; the caller fills them in.
+    #[inline(always)]
+    pub fn reset(&mut self, cookie: u64, cgroup_id: u64) {
+        self.cookie = cookie;
+        self.cgroup_id = cgroup_id;
+        self.ancestors = [0; CGROUP_LEVELS];
+        self.claim = 0;
+        self.next_request = 0;
+        self.next_response = 0;
+        self.answered_through = 0;
+        self.request = RequestStream::new();
+        self.response = ResponseStream::new();
+        self.pending_ts = [0; PENDING];
+        self.pending_method = [0; PENDING];
+        self.fault_state = 0;
+        self.lose_index = 0;
+        self.hold_end = 0;
+        self.fault_rule = 0;
+    }
+
     pub const fn new(cookie: u64, cgroup_id: u64, ancestors: [u64; CGROUP_LEVELS]) -> FlowState {
         FlowState {
             cookie,
@@ -142,10 +156,9 @@ impl FlowState {
             claim: 0,
             next_request: 0,
             next_response: 0,
-            skip: 0,
-            response_body_end: 0,
             answered_through: 0,
             request: RequestStream::new(),
+            response: ResponseStream::new(),
             pending_ts: [0; PENDING],
             pending_method: [0; PENDING],
             fault_state: 0,

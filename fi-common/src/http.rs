@@ -22,9 +22,6 @@ pub const HOST_LEN: usize = 64;
 pub const HEADER_VALUE_LEN: usize = 64;
 /// Longest configurable header name (power of two).
 pub const HEADER_NAME_LEN: usize = 32;
-/// Response heads parsed by the main TC programs from one segment: the first; pipelined
-/// heads behind it are parsed by the followers program (see [`ResponseFollowers`]).
-pub const MAX_HEADS_PER_PACKET: usize = 1;
 
 /// The target was longer than [`PATH_LEN`]; `path` holds its first bytes.
 pub const FLAG_PATH_TRUNCATED: u16 = 1 << 0;
@@ -1192,122 +1189,6 @@ impl ResponseParser {
         if self.head.state != S_DONE && self.head.state != S_INVALID {
             self.out.flags |= FLAG_HEAD_INCOMPLETE;
         }
-    }
-}
-
-/// Heads kept from one segment after its first (pipelining).
-pub const FOLLOWERS: usize = 3;
-
-const FS_START: u8 = 0;
-const FS_HEAD: u8 = 1;
-const FS_BODY: u8 = 2;
-const FS_STOP: u8 = 3;
-
-/// The response heads that follow the first one in a segment: each head parsed, its body
-/// skipped by its length, up to [`FOLLOWERS`] heads. `methods[i]` is the method of the
-/// request the i-th one answers (a HEAD response has no body).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResponseFollowers {
-    pub state: u8,
-    pub count: u8,
-    pub prefix_len: u8,
-    pub _pad: u8,
-    pub body_left: u32,
-    pub consumed: u32,
-    pub _pad1: u32,
-    pub prefix: [u8; 12],
-    pub methods: [u8; FOLLOWERS],
-    pub _pad2: u8,
-    pub parser: ResponseParser,
-    pub heads: [ResponseHead; FOLLOWERS],
-}
-// 32 bytes of state (with the prefix and methods), the parser, the heads; no padding.
-const _: () = assert!(core::mem::size_of::<ResponseFollowers>() == 32 + 32 + FOLLOWERS * 16);
-
-impl ResponseFollowers {
-    #[inline(always)]
-    pub fn reset(&mut self, methods: [u8; FOLLOWERS]) {
-        self.state = FS_START;
-        self.count = 0;
-        self.prefix_len = 0;
-        self.body_left = 0;
-        self.consumed = 0;
-        self.methods = methods;
-    }
-
-    pub fn body_end(&self) -> Option<u32> {
-        (self.state == FS_BODY).then(|| self.consumed.saturating_add(self.body_left))
-    }
-
-    #[inline(always)]
-    pub fn step(&mut self, b: u8, config: &CaptureConfig) -> bool {
-        self.consumed = self.consumed.wrapping_add(1);
-        match self.state {
-            FS_START => {
-                let i = self.prefix_len as usize;
-                if i < 12 {
-                    self.prefix[i] = b;
-                    self.prefix_len += 1;
-                }
-                if self.prefix_len == 12 {
-                    match status_prefix(&self.prefix) {
-                        Some((status, minor)) => {
-                            self.parser = ResponseParser::new(status, minor);
-                            self.state = FS_HEAD;
-                        }
-                        None => self.state = FS_STOP,
-                    }
-                }
-            }
-            FS_HEAD => {
-                if self.parser.step(b, config) {
-                    return true;
-                }
-                if !self.parser.head.is_done() {
-                    self.state = FS_STOP;
-                    return false;
-                }
-                let slot = self.count as usize;
-                let method = if slot < FOLLOWERS {
-                    self.methods[slot]
-                } else {
-                    0
-                };
-                if slot < FOLLOWERS {
-                    self.heads[slot] = self.parser.out;
-                    self.count += 1;
-                }
-                let body = self
-                    .parser
-                    .out
-                    .message_len(method)
-                    .map(|m| m - self.parser.out.head_len);
-                match body {
-                    Some(0) if (self.count as usize) < FOLLOWERS => {
-                        self.state = FS_START;
-                        self.prefix_len = 0;
-                    }
-                    Some(n) => {
-                        self.body_left = n;
-                        self.state = FS_BODY;
-                        if self.count as usize >= FOLLOWERS {
-                            return false;
-                        }
-                    }
-                    None => self.state = FS_STOP,
-                }
-            }
-            FS_BODY => {
-                self.body_left = self.body_left.saturating_sub(1);
-                if self.body_left == 0 {
-                    self.state = FS_START;
-                    self.prefix_len = 0;
-                }
-            }
-            _ => {}
-        }
-        self.state != FS_STOP
     }
 }
 

@@ -59,13 +59,13 @@ pub const ALL: [&str; 14] = [
 /// Slot of [`FI_JUMP`] holding `fi_req_more` (the rest of a segment's request bytes, after
 /// a head, pipelined heads included).
 pub const JUMP_REQUEST_MORE: u32 = 0;
-/// Slot of [`FI_JUMP`] holding `fi_resp_followers` (pipelined response heads).
-pub const JUMP_RESPONSE_FOLLOWERS: u32 = 1;
+/// Slot of [`FI_JUMP`] holding `fi_resp_more` (a segment's response bytes).
+pub const JUMP_RESPONSE_MORE: u32 = 1;
 /// Entries of [`FI_JUMP`]: one more than the highest slot.
 pub const JUMP_SLOTS: u32 = 2;
 
-const _: () = assert!(JUMP_REQUEST_MORE < JUMP_SLOTS && JUMP_RESPONSE_FOLLOWERS < JUMP_SLOTS);
-const _: () = assert!(JUMP_REQUEST_MORE != JUMP_RESPONSE_FOLLOWERS);
+const _: () = assert!(JUMP_REQUEST_MORE < JUMP_SLOTS && JUMP_RESPONSE_MORE < JUMP_SLOTS);
+const _: () = assert!(JUMP_REQUEST_MORE != JUMP_RESPONSE_MORE);
 
 /// Longest map name the kernel keeps (`BPF_OBJ_NAME_LEN` is 16 with the NUL): a longer one
 /// is cut short in `bpftool map` and the kernel's view, where tests look maps up by name.

@@ -2,7 +2,7 @@
 //! starts and ends, and which bytes are body, however TCP cuts the stream.
 //!
 //! The kernel keeps a [`RequestStream`] in each flow entry and drives it with the same
-//! [`RequestStream::byte`] and [`RequestStream::skip`] that [`RequestStream::feed`] uses
+//! [`RequestStream::byte`] and [`Framing::skip`] that [`RequestStream::feed`] uses
 //! on the host. Heads are read by the capture parser ([`RequestParser`]: method, target,
 //! host, captured headers, and the framing headers), bodies by the [`Framer`]: a
 //! Content-Length body is skipped in bulk, a chunked one chunk by chunk (sizes,
@@ -12,7 +12,7 @@
 //! good: fi never guesses.
 
 use crate::{
-    framing::{Framer, MAX_HEAD, Side, Stop},
+    framing::{Framer, MAX_HEAD, Stop},
     http::{CaptureConfig, FLAG_UPGRADE, Method, RequestParser, ResponseParser},
 };
 
@@ -29,13 +29,58 @@ pub enum Look {
     More,
     /// The byte completed a request head (the parser holds it).
     HeadDone,
-    /// Body data follows: [`RequestStream::opaque`] bytes can be skipped.
+    /// Body data follows: [`Framing::opaque`] bytes can be skipped.
     Opaque,
     /// The stream stopped for good at this byte.
     Stopped,
 }
 
-/// The request direction of one flow: 48 bytes, integers only. Written by the request
+/// What a walk over a segment needs of either stream: its bulk skips and its stop.
+pub trait Framing {
+    /// Body bytes that can be skipped without a look (`u64::MAX` once stopped).
+    fn opaque(&self) -> u64;
+    /// Skips `n` body bytes (at most [`Framing::opaque`]).
+    fn skip(&mut self, n: u64);
+    /// Why the stream stopped for good, if it did.
+    fn stopped(&self) -> Option<Stop>;
+    /// Stops the stream for good.
+    fn stop(&mut self, why: Stop);
+}
+
+macro_rules! framing_of {
+    ($stream:ty) => {
+        impl Framing for $stream {
+            #[inline(always)]
+            fn opaque(&self) -> u64 {
+                if self.in_head != 0 {
+                    return 0;
+                }
+                self.framer.opaque()
+            }
+
+            #[inline(always)]
+            fn skip(&mut self, n: u64) {
+                self.framer.skip(n);
+            }
+
+            #[inline(always)]
+            fn stopped(&self) -> Option<Stop> {
+                self.framer.stopped()
+            }
+
+            #[inline(always)]
+            fn stop(&mut self, why: Stop) {
+                self.in_head = 0;
+                self.framer.halt(why);
+            }
+        }
+    };
+}
+
+framing_of!(RequestStream);
+framing_of!(ResponseStream);
+
+/// The request direction of one flow: 40 bytes, integers only. Written by the request
 /// side's hook alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +99,7 @@ pub struct RequestStream {
     pub heads: u32,
     pub _pad1: u32,
 }
-const _: () = assert!(core::mem::size_of::<RequestStream>() == 48);
+const _: () = assert!(core::mem::size_of::<RequestStream>() == 40);
 
 impl Default for RequestStream {
     fn default() -> Self {
@@ -65,7 +110,7 @@ impl Default for RequestStream {
 impl RequestStream {
     pub const fn new() -> RequestStream {
         RequestStream {
-            framer: Framer::new(Side::Request),
+            framer: Framer::new(),
             next_seq: 0,
             mode: UNSYNCED,
             in_head: 0,
@@ -78,41 +123,13 @@ impl RequestStream {
     /// Starts following the stream at `seq`, where a request head begins.
     #[inline(always)]
     pub fn sync(&mut self, seq: u32) {
-        self.framer = Framer::new(Side::Request);
+        self.framer = Framer::new();
         self.next_seq = seq;
         self.mode = SYNCED;
         self.in_head = 0;
     }
 
-    /// Why the stream stopped for good, if it did.
-    #[inline(always)]
-    pub fn stopped(&self) -> Option<Stop> {
-        self.framer.stopped()
-    }
-
-    /// Stops the stream for good.
-    #[inline(always)]
-    pub fn stop(&mut self, why: Stop) {
-        self.in_head = 0;
-        self.framer.halt(why);
-    }
-
-    /// Body bytes that can be skipped without a look (0 inside heads and chunk lines).
-    #[inline(always)]
-    pub fn opaque(&self) -> u64 {
-        if self.in_head != 0 {
-            return 0;
-        }
-        self.framer.opaque()
-    }
-
-    /// Skips `n` body bytes (at most [`RequestStream::opaque`]).
-    #[inline(always)]
-    pub fn skip(&mut self, n: u64) {
-        self.framer.skip(n);
-    }
-
-    /// Looks at one byte that [`RequestStream::opaque`] does not cover. `parser` holds
+    /// Looks at one byte that [`Framing::opaque`] does not cover. `parser` holds
     /// the head in progress (`in_head`), and is started here when a head begins.
     #[inline(always)]
     pub fn byte(&mut self, parser: &mut RequestParser, b: u8, config: &CaptureConfig) -> Look {
@@ -159,7 +176,11 @@ impl RequestStream {
     }
 }
 
-/// The response direction of one flow: 80 bytes, integers only, written by the response
+/// The method of a request whose response is awaited deeper in a pipeline than the
+/// kernel keeps methods for (`fi_common::flow::PENDING`).
+pub const METHOD_UNKNOWN: u8 = 0xff;
+
+/// The response direction of one flow: 72 bytes, integers only, written by the response
 /// side's hook alone. The parser of a response head lives here (it is small), so a head
 /// cut by a segment's end needs no other map.
 #[repr(C)]
@@ -180,7 +201,7 @@ pub struct ResponseStream {
     pub heads: u32,
     pub _pad1: u32,
 }
-const _: () = assert!(core::mem::size_of::<ResponseStream>() == 80);
+const _: () = assert!(core::mem::size_of::<ResponseStream>() == 72);
 
 impl Default for ResponseStream {
     fn default() -> Self {
@@ -191,7 +212,7 @@ impl Default for ResponseStream {
 impl ResponseStream {
     pub const fn new() -> ResponseStream {
         ResponseStream {
-            framer: Framer::new(Side::Response),
+            framer: Framer::new(),
             parser: ResponseParser::new(0, 0),
             next_seq: 0,
             mode: UNSYNCED,
@@ -205,21 +226,10 @@ impl ResponseStream {
     /// Starts following the stream at `seq`, where a response head begins.
     #[inline(always)]
     pub fn sync(&mut self, seq: u32) {
-        self.framer = Framer::new(Side::Response);
+        self.framer = Framer::new();
         self.next_seq = seq;
         self.mode = SYNCED;
         self.in_head = 0;
-    }
-
-    #[inline(always)]
-    pub fn stopped(&self) -> Option<Stop> {
-        self.framer.stopped()
-    }
-
-    #[inline(always)]
-    pub fn stop(&mut self, why: Stop) {
-        self.in_head = 0;
-        self.framer.halt(why);
     }
 
     /// Whether the next byte starts a message (no head or body in progress).
@@ -228,26 +238,13 @@ impl ResponseStream {
         self.in_head == 0 && self.framer.idle()
     }
 
-    #[inline(always)]
-    pub fn opaque(&self) -> u64 {
-        if self.in_head != 0 {
-            return 0;
-        }
-        self.framer.opaque()
-    }
-
-    #[inline(always)]
-    pub fn skip(&mut self, n: u64) {
-        self.framer.skip(n);
-    }
-
     /// Where `seq` (a segment of `len` payload bytes) falls relative to the stream.
     #[inline(always)]
     pub fn position(&self, seq: u32, len: u32) -> Position {
         position(self.next_seq, seq, len)
     }
 
-    /// Looks at one byte that [`ResponseStream::opaque`] does not cover. `request_method`
+    /// Looks at one byte that [`Framing::opaque`] does not cover. `request_method`
     /// is the method of the request the head in progress answers (a HEAD's response has
     /// no body; a CONNECT's 2xx turns the connection into a tunnel).
     #[inline(always)]
@@ -283,7 +280,12 @@ impl ResponseStream {
             return Look::Stopped;
         }
         let status = self.parser.out.status;
-        if status == 101
+        let interim = (100..200).contains(&status) && status != 101;
+        if request_method == METHOD_UNKNOWN && !interim {
+            // Deeper pipelining than fi keeps methods for: whether this response has a
+            // body (HEAD) is not known. It is reported; nothing after it is read.
+            self.framer.halt(Stop::Lost);
+        } else if status == 101
             || (request_method == Method::Connect as u8 && (200..300).contains(&status))
         {
             // The connection became something else.
@@ -291,7 +293,7 @@ impl ResponseStream {
         } else {
             self.framer.begin_body(self.parser.out.body(request_method));
         }
-        if (100..200).contains(&status) && status != 101 {
+        if interim {
             // An interim response (100 Continue, 103 Early Hints): the final one follows.
             return Look::More;
         }

@@ -26,7 +26,7 @@ use fi_common::{
     maps::{
         FI_CAPTURE, FI_COUNTERS, FI_EVENTS, FI_FLOWS, FI_HEARTBEAT, FI_INJECTOR, FI_JUMP,
         FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS, JUMP_REQUEST_MORE,
-        JUMP_RESPONSE_FOLLOWERS,
+        JUMP_RESPONSE_MORE,
     },
 };
 
@@ -38,15 +38,16 @@ pub mod program {
     pub const TC_INGRESS: &str = "fi_tc_ingress";
     pub const SOCK_OPS: &str = "fi_sockops";
     pub const REINJECT: &str = "fi_reinject";
-    /// Tail-called by the TC programs for pipelined heads; never attached.
+    /// Tail-called by the TC programs to read a segment's requests and responses; never
+    /// attached.
     pub const REQUEST_MORE: &str = "fi_req_more";
-    pub const RESPONSE_FOLLOWERS: &str = "fi_resp_followers";
+    pub const RESPONSE_MORE: &str = "fi_resp_more";
 }
 
 /// The program in each slot of the tail calls' program array ([`FI_JUMP`]).
 const JUMP_SLOTS: [(u32, &str); 2] = [
     (JUMP_REQUEST_MORE, program::REQUEST_MORE),
-    (JUMP_RESPONSE_FOLLOWERS, program::RESPONSE_FOLLOWERS),
+    (JUMP_RESPONSE_MORE, program::RESPONSE_MORE),
 ];
 // Every slot of the array is filled.
 const _: () = assert!(JUMP_SLOTS.len() == fi_common::maps::JUMP_SLOTS as usize);
@@ -192,7 +193,7 @@ impl DataPlane {
             program::TC_INGRESS,
             program::REINJECT,
             program::REQUEST_MORE,
-            program::RESPONSE_FOLLOWERS,
+            program::RESPONSE_MORE,
         ] {
             let program = classifier(&mut ebpf, name)?;
             retrying_eagain(|| program.load()).map_err(|source| DataPlaneError::LoadProgram {
@@ -447,16 +448,19 @@ impl DataPlane {
     }
 
     /// [`DataPlane::track_flow`] for a connection whose request stream starts at
-    /// `first_seq`, as sock_ops records it when the handshake completes.
+    /// `request_seq` and response stream at `response_seq`, as sock_ops records them when
+    /// the handshake completes.
     pub fn track_flow_from(
         &mut self,
         key: FlowKey,
         cgroup_id: u64,
-        first_seq: u32,
+        request_seq: u32,
+        response_seq: u32,
     ) -> Result<(), DataPlaneError> {
         let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         let mut state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
-        state.request.sync(first_seq);
+        state.request.sync(request_seq);
+        state.response.sync(response_seq);
         flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
     }
 

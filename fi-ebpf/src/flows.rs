@@ -16,10 +16,10 @@ use aya_ebpf::{
 use fi_common::{
     counters::Counter,
     event::{EVENT_FLOW_CLOSED, EventHeader, FlowClosedEvent},
-    flow::{CGROUP_LEVELS, FlowKey, FlowState, v4_mapped},
+    flow::{CGROUP_LEVELS, FlowKey, v4_mapped},
 };
 
-use crate::maps::{FI_EVENTS, FI_FLOWS, bump};
+use crate::maps::{FI_EVENTS, FI_FLOWS, FI_SCRATCH, bump};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -124,26 +124,33 @@ fn on_connect(ctx: &SockOpsContext) {
             bpf_get_current_cgroup_id(),
         )
     };
-    let mut ancestors = [0u64; CGROUP_LEVELS];
+    // The entry is built in this CPU's scratch value: it is too large for the stack. Only
+    // connect() writes this field, and it runs in process context, so no other program
+    // on this CPU (an interrupting TC program) touches it.
+    let Some(scratch) = FI_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the lookup succeeded: this CPU's slot of FI_SCRATCH, valid until this
+    // program returns; `new_flow` is written by this function only (see above).
+    let flow = unsafe { &mut (*scratch).new_flow };
+    flow.reset(cookie, cgroup_id);
     let mut level = 0;
     while level < CGROUP_LEVELS {
         // SAFETY: the helper takes an integer level and reads only kernel state; a level
         // past the cgroup's depth gives 0.
-        ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
+        flow.ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32 + 1) };
         level += 1;
     }
-    if FI_FLOWS
-        .insert(&key, &FlowState::new(cookie, cgroup_id, ancestors), 0)
-        .is_ok()
-    {
+    if FI_FLOWS.insert(&key, flow, 0).is_ok() {
         bump(Counter::FlowsTracked, 1);
     }
     // Ask for state changes, to forget the flow when it closes.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
 }
 
-/// The handshake is done: the request stream starts at the first byte after the SYN, so
-/// fi follows it from its very first byte, however the first request is cut.
+/// The handshake is done: the request stream starts at the first byte after the client's
+/// SYN and the response stream after the server's, so fi follows both from their very
+/// first bytes, however the first messages are cut.
 fn on_established(ctx: &SockOpsContext) {
     bump(Counter::FlowsActive, 1);
     let Some(key) = flow_key(ctx) else { return };
@@ -153,11 +160,19 @@ fn on_established(ctx: &SockOpsContext) {
     // SAFETY: `ctx.ops` is the `bpf_sock_ops` the kernel passed to this program: non-null,
     // aligned and readable for the whole invocation; the field is read at its constant
     // offset (`read_word`), as the verifier requires of context accesses.
-    let snd_nxt = read_word(unsafe { &(*ctx.ops).snd_nxt });
+    let (snd_nxt, rcv_nxt) = unsafe {
+        (
+            read_word(&(*ctx.ops).snd_nxt),
+            read_word(&(*ctx.ops).rcv_nxt),
+        )
+    };
     // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS, valid
-    // until this program returns; FlowState is integers only. No TC program writes
-    // `request` yet: no payload has been sent.
-    unsafe { (*flow).request.sync(snd_nxt) };
+    // until this program returns; FlowState is integers only. No TC program writes the
+    // streams yet: no payload has been sent either way.
+    unsafe {
+        (*flow).request.sync(snd_nxt);
+        (*flow).response.sync(rcv_nxt);
+    }
 }
 
 fn on_close(ctx: &SockOpsContext) {

@@ -3,7 +3,7 @@
 //! - `fi_sockops` (cgroup sock_ops, attached at a cgroup, usually the cgroup2 root): records
 //!   each outgoing TCP connection with its owner cgroup (flows.rs).
 //! - `fi_tc_egress` / `fi_tc_ingress` (TCX classifiers): count packets, parse HTTP request
-//!   and response heads of tracked flows (requests.rs, http.rs), and inject the faults
+//!   and response heads of tracked flows (requests.rs, responses.rs), and inject the faults
 //!   rules select (faults.rs, reply.rs). Traffic they do not act on gets `TCX_NEXT`, so other programs
 //!   on the hook still run.
 #![no_std]
@@ -18,6 +18,8 @@ mod maps;
 mod packet;
 mod reply;
 mod requests;
+mod responses;
+mod walk;
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, tcx_action_base::TCX_DROP},
@@ -53,10 +55,10 @@ pub fn fi_req_more(ctx: TcContext) -> i32 {
     requests::more(&ctx)
 }
 
-/// Pipelined response heads behind the first of a segment (tail-called, never attached).
+/// A segment's response bytes (tail-called, never attached).
 #[classifier]
-pub fn fi_resp_followers(_ctx: TcContext) -> i32 {
-    http::response_followers()
+pub fn fi_resp_more(ctx: TcContext) -> i32 {
+    responses::more(&ctx)
 }
 
 /// On the daemon's injector interface: a delayed request the daemon sends back in carries

@@ -14,7 +14,7 @@ use fi_common::{
     counters::{COUNTER_SLOTS, Counter},
     event::{EVENTS_BYTES, RequestEvent, ResponseEvent},
     flow::{FlowKey, FlowState, MAX_FLOWS, MAX_TARGETS},
-    http::{CaptureConfig, RequestParser, ResponseFollowers, ResponseParser, SCAN_LEN},
+    http::{CaptureConfig, RequestParser, SCAN_LEN},
     maps::JUMP_SLOTS,
     rule::{AbortResponse, MAX_RULES, Rule, RuleStats, heartbeat_fresh},
 };
@@ -72,7 +72,6 @@ pub struct Scratch {
     /// The first bytes of the payload.
     pub buf: [u8; SCAN_LEN],
     pub request: RequestParser,
-    pub response: ResponseParser,
     pub request_event: RequestEvent,
     pub response_event: ResponseEvent,
     /// Pseudo-header and segment, for checksums of rewritten packets.
@@ -83,7 +82,8 @@ pub struct Scratch {
     pub tail: Tail,
     /// The segment `fi_req_more` goes on with (kept here: its stack has no room for it).
     pub segment: Segment,
-    pub response_followers: ResponseFollowers,
+    /// A flow entry being built by sock_ops at connect() (too large for its stack).
+    pub new_flow: FlowState,
 }
 
 /// Where a tail-called program goes on in the segment.

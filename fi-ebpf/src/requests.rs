@@ -2,8 +2,8 @@
 //! across segments ([`fi_common::stream`]), each completed head recorded, reported, and
 //! handed to the rules.
 //!
-//! One program run goes through up to [`STEPS`] windows of the payload (a window is up to
-//! SCAN_LEN bytes stepped by `bpf_loop`, or a body skipped in bulk). Heads no rule can act
+//! One program run walks the payload ([`crate::walk`]: windows of up to SCAN_LEN bytes
+//! stepped by `bpf_loop`, or bodies skipped in bulk). Heads no rule can act
 //! on are recorded and reported as they complete; the first head completed in a segment
 //! while rules are loaded goes back to the program, which hands it to the rules and can
 //! act on the segment; the rest of the segment then goes to `fi_req_more` (a tail call,
@@ -14,7 +14,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, tcx_action_base::TCX_NEXT},
-    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
     programs::TcContext,
 };
 use fi_common::{
@@ -22,35 +22,19 @@ use fi_common::{
     event::{EVENT_HELD, EVENT_REQUEST, HELD_PACKET_LEN, HeldEvent, RequestEvent},
     flow::{FAULT_HOLDING, FlowKey, FlowState, PENDING, claim},
     framing::Stop,
-    http::{CaptureConfig, RequestHead, RequestParser, ResponseHead, SCAN_LEN, method_prefix},
+    http::{CaptureConfig, RequestHead, RequestParser, ResponseHead, method_prefix},
     maps::JUMP_REQUEST_MORE,
     rule::Fault,
-    stream::{Look, Position, RequestStream, SYNCED, UNSYNCED},
+    stream::{Framing as _, Look, Position, RequestStream, SYNCED, UNSYNCED},
 };
 
 use crate::{
     faults,
     http::{fill_header, prefix, report_response, rules_loaded, targeted},
-    maps::{FI_CAPTURE, FI_EVENTS, FI_FLOWS, FI_JUMP, FI_PARTIAL, FI_SCRATCH, Scratch, bump},
+    maps::{FI_EVENTS, FI_PARTIAL, FI_SCRATCH, Scratch, bump},
     packet::Segment,
+    walk::{self, Direction, Outcome, Walk},
 };
-
-/// Windows (or bulk skips) per program run: `window_step` is verified once, so this costs
-/// only the runs it makes.
-const STEPS: u32 = 256;
-
-/// How a run over the payload ended.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Advance {
-    /// The payload's end.
-    End,
-    /// A head completed (the cursor is just past it).
-    Head,
-    /// The stream stopped for good.
-    Stopped,
-    /// [`STEPS`] windows went by: the rest is for the next program.
-    Budget,
-}
 
 /// Client payload at the claimed hook. Returns the verdict.
 #[inline(always)]
@@ -86,7 +70,7 @@ pub fn on_bytes(
             Position::From(n) => from = n,
             Position::Old => return TCX_NEXT, // A retransmission: already looked at.
             Position::Gap => {
-                lose_position(stream);
+                walk::lose_position(stream);
                 return TCX_NEXT;
             }
         }
@@ -99,16 +83,10 @@ pub fn on_bytes(
     }
     if stream.in_head != 0 && FI_PARTIAL.get_ptr(&segment.key).is_none() {
         // The cut head's parser was evicted (more heads in flight than FI_PARTIAL holds).
-        lose_position(stream);
+        walk::lose_position(stream);
         return TCX_NEXT;
     }
     let tail = &mut scratch.tail;
-    // SAFETY: `segment.key` is a shared and `tail.key` an exclusive reference, both to
-    // valid, aligned FlowKeys, so they cannot overlap.
-    unsafe { core::ptr::copy_nonoverlapping(&segment.key, &mut tail.key, 1) };
-    tail.seq = segment.seq;
-    tail.offset = from;
-    tail.len = segment.payload_len;
     tail.ifindex = ifindex;
     tail.watched = u32::from(watched);
     tail.direction = direction;
@@ -116,16 +94,11 @@ pub fn on_bytes(
     tail.partial = u32::from(stream.in_head != 0);
     tail.verdict = TCX_NEXT;
     tail.rules = u32::from(rules);
-    scratch.segment = *segment;
-    // The bytes are read by `fi_req_more`: a program of its own, whose stack the parsing
-    // loops share with nothing else of this one (the kernel allows 512 bytes in all).
-    // SAFETY: tail_call never returns on success, so nothing after it runs; that is sound
-    // because nothing live here needs dropping and the scratch map holds the cursor. It
-    // passes on the context the kernel gave us; if it fails it returns and we go on.
-    unsafe { FI_JUMP.tail_call(ctx, JUMP_REQUEST_MORE) };
+    // The bytes are read by `fi_req_more`.
+    walk::hand_over(ctx, scratch, &segment.key, segment, from, JUMP_REQUEST_MORE);
     // Without it (the program array not filled yet) the bytes go unread: the position is
     // lost.
-    lose_position(&mut flow.request);
+    walk::lose_position(&mut flow.request);
     TCX_NEXT
 }
 
@@ -133,22 +106,15 @@ pub fn on_bytes(
 /// previous run of this one) left.
 #[inline(always)]
 pub fn more(ctx: &TcContext) -> i32 {
-    let (Some(scratch), Some(config)) = (FI_SCRATCH.get_ptr_mut(0), FI_CAPTURE.get_ptr(0)) else {
+    let Some(walk::Resumed {
+        scratch,
+        config,
+        flow,
+        segment,
+    }) = walk::resume()
+    else {
         return TCX_NEXT;
     };
-    // SAFETY: as in `on_bytes`: this CPU's scratch slot and the read-only capture config.
-    let (scratch, config) = unsafe { (&mut *scratch, &*config) };
-    let Some(flow) = FI_FLOWS.get_ptr_mut(&scratch.tail.key) else {
-        return scratch.tail.verdict;
-    };
-    // SAFETY: the lookup succeeded, so `flow` points to a live element of FI_FLOWS: the
-    // kernel frees map elements only after an RCU grace period, so it stays valid until
-    // this program returns; FlowState is integers only, valid for any bits.
-    let flow = unsafe { &mut *flow };
-    let segment: *const Segment = &scratch.segment;
-    // SAFETY: `on_bytes` stored the segment in this CPU's scratch value before the tail
-    // call; it is read only (parse writes other fields of the scratch value).
-    let segment = unsafe { &*segment };
     parse(ctx, flow, segment, scratch, config)
 }
 
@@ -166,15 +132,15 @@ fn parse(
         match FI_PARTIAL.get_ptr_mut(&scratch.tail.key) {
             Some(p) => p,
             None => {
-                lose_position(&mut flow.request);
+                walk::lose_position(&mut flow.request);
                 return scratch.tail.verdict;
             }
         }
     } else {
         &mut scratch.request
     };
-    match advance(ctx, flow, parser, scratch, config, segment) {
-        Advance::Head => {
+    match walk::walk::<Requests>(ctx, flow, scratch, config, parser, segment) {
+        Outcome::Head => {
             // SAFETY: `parser` points to this CPU's scratch parser or to this flow's
             // FI_PARTIAL value (looked up above), both valid until this program returns;
             // nothing writes it while this shared borrow lives.
@@ -186,11 +152,11 @@ fn parse(
             // The next head (if any) starts in the scratch parser.
             scratch.tail.partial = 0;
             if scratch.tail.offset < scratch.tail.len {
-                hand_on(ctx, flow, scratch);
+                hand_on(ctx, flow);
             }
         }
-        Advance::Budget => hand_on(ctx, flow, scratch),
-        Advance::Stopped => {
+        Outcome::Budget => hand_on(ctx, flow),
+        Outcome::Stopped => {
             // SAFETY: as for the head above; read only.
             let method = unsafe { (*parser).out.method };
             if flow.request.stopped() == Some(Stop::HeadTooLong) {
@@ -202,7 +168,7 @@ fn parse(
                 bump(Counter::ParseErrors, 1);
             }
         }
-        Advance::End => {}
+        Outcome::End => {}
     }
     finish(flow, scratch);
     scratch.tail.verdict
@@ -211,14 +177,9 @@ fn parse(
 /// Tail-calls `fi_req_more` for the rest of the segment. Returns only if that failed (the
 /// kernel's limit of 33 tail calls): the stream's position is then lost.
 #[inline(always)]
-fn hand_on(ctx: &TcContext, flow: &mut FlowState, scratch: &mut Scratch) {
-    // A head in progress in the scratch parser waits there for the next program.
-    let _ = scratch;
-    // SAFETY: tail_call never returns on success, so nothing after it runs; that is sound
-    // because nothing live here needs dropping and the scratch map holds the cursor. It
-    // passes on the context the kernel gave us; if it fails it returns and we go on.
-    unsafe { FI_JUMP.tail_call(ctx, JUMP_REQUEST_MORE) };
-    lose_position(&mut flow.request);
+fn hand_on(ctx: &TcContext, flow: &mut FlowState) {
+    walk::go_on(ctx, JUMP_REQUEST_MORE);
+    walk::lose_position(&mut flow.request);
 }
 
 /// The end of a segment's bytes: where the stream goes on, and a cut head's parser kept.
@@ -235,212 +196,56 @@ fn finish(flow: &mut FlowState, scratch: &mut Scratch) {
             .insert(&scratch.tail.key, &scratch.request, 0)
             .is_err()
     {
-        lose_position(stream);
+        walk::lose_position(stream);
     }
-}
-
-/// The stream's position is lost (a gap, an evicted head, more framing in one segment
-/// than the tail calls reach): fi cannot know what the next bytes are, so it stops
-/// reading the connection for good rather than guess. Counted as a request not parsed.
-#[inline(always)]
-fn lose_position(stream: &mut RequestStream) {
-    bump(Counter::RequestsUnparsed, 1);
-    stream.stop(Stop::Lost);
 }
 
 /// Whether the segment's payload begins with a request line's method.
 #[inline(always)]
 fn begins_request(ctx: &TcContext, scratch: &mut Scratch, segment: &Segment) -> bool {
-    if segment.payload_len < 8 {
-        return false;
-    }
-    // SAFETY: `buf` is SCAN_LEN (>= 8) bytes of map memory.
-    let ret = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb as *const c_void,
-            segment.payload_offset,
-            scratch.buf.as_mut_ptr() as *mut c_void,
-            8,
-        )
-    };
-    ret == 0 && method_prefix(&prefix::<8>(&scratch.buf, 0)).is_some()
+    walk::load_prefix::<8>(ctx, scratch, segment)
+        && method_prefix(&prefix::<8>(&scratch.buf, 0)).is_some()
 }
 
-const LOOK_MORE: u32 = 0;
-const LOOK_HEAD: u32 = 1;
-const LOOK_OPAQUE: u32 = 2;
-const LOOK_STOPPED: u32 = 3;
+/// The request direction of a walk.
+struct Requests;
 
-/// One byte of the request stream. The verifier checks this once, not once per byte.
-unsafe extern "C" fn stream_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the WindowLoop that `window_step` passed on to bpf_loop (see there
-    // for its pointers); `window_step` uses none of them while this callback runs.
-    let c = unsafe { &mut *(ctx as *mut WindowLoop) };
-    // SAFETY: as above.
-    let (stream, parser, config, scratch) =
-        unsafe { (&mut *c.stream, &mut *c.parser, &*c.config, &*c.scratch) };
-    let b = scratch.buf[index as usize & (SCAN_LEN - 1)];
-    let look = match stream.byte(parser, b, config) {
-        Look::More => return 0,
-        Look::HeadDone => LOOK_HEAD,
-        Look::Opaque => LOOK_OPAQUE,
-        Look::Stopped => LOOK_STOPPED,
-    };
-    c.look = look;
-    c.used = index as u32 + 1;
-    1
-}
+impl Direction for Requests {
+    type Stream = RequestStream;
 
-/// State handed to [`window_step`].
-#[repr(C)]
-struct WindowLoop {
-    skb: *mut aya_ebpf::bindings::__sk_buff,
-    flow: *mut FlowState,
-    stream: *mut RequestStream,
-    parser: *mut RequestParser,
-    scratch: *mut Scratch,
-    config: *const CaptureConfig,
-    payload_offset: u32,
-    /// How the run ended (ADVANCE_*), while it goes on ADVANCE_BUDGET.
-    outcome: u32,
-    /// What stopped the byte loop (LOOK_*).
-    look: u32,
-    /// Bytes of the window used.
-    used: u32,
-}
-
-const ADVANCE_END: u32 = 0;
-const ADVANCE_HEAD: u32 = 1;
-const ADVANCE_STOPPED: u32 = 2;
-const ADVANCE_BUDGET: u32 = 3;
-
-/// One window of the payload: a body skipped in bulk, or up to SCAN_LEN bytes loaded and
-/// stepped. A callback of its own, so that the verifier checks the byte loop inside it
-/// once, whatever the number of windows.
-unsafe extern "C" fn window_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the WindowLoop that `advance` passed to bpf_loop; its pointers were
-    // made from the program's context and from references to map values (this CPU's
-    // scratch slot, the flow entry, the capture config, FI_PARTIAL's value) that outlive
-    // the loop, and `advance` uses none of them while bpf_loop runs this callback.
-    let w = unsafe { &mut *(ctx as *mut WindowLoop) };
-    // SAFETY: as above.
-    let (stream, scratch) = unsafe { (&mut *w.stream, &mut *w.scratch) };
-    let pos = scratch.tail.offset;
-    let end = scratch.tail.len;
-    if pos >= end {
-        w.outcome = ADVANCE_END;
-        return 1;
+    #[inline(always)]
+    fn stream(flow: &mut FlowState) -> &mut RequestStream {
+        &mut flow.request
     }
-    let opaque = stream.opaque();
-    if opaque > 0 {
-        if stream.stopped().is_some() {
-            w.outcome = ADVANCE_STOPPED;
-            return 1;
+
+    #[inline(always)]
+    fn byte(walk: &mut Walk, b: u8) -> Look {
+        // SAFETY: the walk's pointers are to the flow entry, a parser and the capture
+        // config, valid until the program returns and used by nothing else meanwhile
+        // (see walk::stream_step).
+        let (flow, parser, config) = unsafe { (&mut *walk.flow, &mut *walk.parser, &*walk.config) };
+        flow.request.byte(parser, b, config)
+    }
+
+    /// The first head completed in a segment while rules are loaded goes back to the
+    /// program, which can act on the segment; the others are recorded, reported, and the
+    /// walk goes on.
+    #[inline(always)]
+    fn head(walk: &mut Walk) -> bool {
+        // SAFETY: as in `byte`, and this CPU's scratch value.
+        let (flow, scratch, parser) =
+            unsafe { (&mut *walk.flow, &mut *walk.scratch, &*walk.parser) };
+        if scratch.tail.heads == 0 && scratch.tail.rules != 0 {
+            return true;
         }
-        // Body bytes: skipped without a look.
-        let n = opaque.min(u64::from(end - pos)) as u32;
-        stream.skip(u64::from(n));
-        scratch.tail.offset = pos + n;
-        return 0;
-    }
-    let mut count = end - pos;
-    if count > SCAN_LEN as u32 {
-        count = SCAN_LEN as u32;
-    }
-    if count == 0 {
-        // Not reachable (pos < end), but the verifier does not relate the two.
-        w.outcome = ADVANCE_END;
-        return 1;
-    }
-    // SAFETY: `skb` is the context the kernel passed to the program; `buf` is SCAN_LEN
-    // bytes of map memory and `count` is in 1..=SCAN_LEN.
-    let ret = unsafe {
-        bpf_skb_load_bytes(
-            w.skb as *const c_void,
-            w.payload_offset + pos,
-            scratch.buf.as_mut_ptr() as *mut c_void,
-            count,
-        )
-    };
-    if ret != 0 {
-        lose_position(stream);
-        w.outcome = ADVANCE_END;
-        return 1;
-    }
-    w.look = LOOK_MORE;
-    w.used = count;
-    // SAFETY: the callback only touches what WindowLoop points to (see stream_step); the
-    // WindowLoop lives on the caller's stack frame for the whole call, and this frame
-    // stays out of the 512 bytes the kernel allows all frames together.
-    unsafe { bpf_loop(count, stream_step as *mut c_void, ctx, 0) };
-    scratch.tail.offset = pos + w.used.min(count);
-    match w.look {
-        LOOK_HEAD if scratch.tail.heads == 0 && scratch.tail.rules != 0 => {
-            // The rules decide on this one: back to the program, which can act on the
-            // segment.
-            w.outcome = ADVANCE_HEAD;
-            1
+        // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours.
+        let now = unsafe { bpf_ktime_get_ns() };
+        let index = record(flow, scratch, parser, now);
+        if scratch.tail.watched != 0 {
+            let ifindex = scratch.tail.ifindex;
+            report_request(scratch, flow, ifindex, index, now, 0, 0, &parser.out);
         }
-        LOOK_HEAD => {
-            // Observed only: recorded, reported, and on to the next bytes.
-            // SAFETY: as above: the flow entry and the head's parser, valid until the
-            // program returns; nothing else uses them while this callback runs.
-            let (flow, parser) = unsafe { (&mut *w.flow, &*w.parser) };
-            // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours.
-            let now = unsafe { bpf_ktime_get_ns() };
-            let index = record(flow, scratch, parser, now);
-            if scratch.tail.watched != 0 {
-                let ifindex = scratch.tail.ifindex;
-                report_request(scratch, flow, ifindex, index, now, 0, 0, &parser.out);
-            }
-            0
-        }
-        LOOK_STOPPED => {
-            w.outcome = ADVANCE_STOPPED;
-            1
-        }
-        _ => 0,
-    }
-}
-
-/// Runs the stream over the payload from the cursor until a head completes, the bytes
-/// end, the stream stops, or [`STEPS`] windows went by.
-#[inline(always)]
-fn advance(
-    ctx: &TcContext,
-    flow: &mut FlowState,
-    parser: *mut RequestParser,
-    scratch: &mut Scratch,
-    config: &CaptureConfig,
-    segment: &Segment,
-) -> Advance {
-    let mut windows = WindowLoop {
-        skb: ctx.skb.skb,
-        flow: flow as *mut FlowState,
-        stream: &mut flow.request as *mut RequestStream,
-        parser,
-        scratch: scratch as *mut Scratch,
-        config: config as *const CaptureConfig,
-        payload_offset: segment.payload_offset,
-        outcome: ADVANCE_BUDGET,
-        look: LOOK_MORE,
-        used: 0,
-    };
-    // SAFETY: the callback only touches what WindowLoop points to (see window_step);
-    // WindowLoop lives on this stack frame for the whole call.
-    unsafe {
-        bpf_loop(
-            STEPS,
-            window_step as *mut c_void,
-            &mut windows as *mut WindowLoop as *mut c_void,
-            0,
-        );
-    }
-    match windows.outcome {
-        ADVANCE_END => Advance::End,
-        ADVANCE_HEAD => Advance::Head,
-        ADVANCE_STOPPED => Advance::Stopped,
-        _ => Advance::Budget,
+        false
     }
 }
 

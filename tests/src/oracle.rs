@@ -11,6 +11,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Bytes of path, host and captured header values fi keeps.
 pub const PATH_KEPT: usize = 128;
 pub const VALUE_KEPT: usize = 64;
+/// Requests in flight whose methods fi keeps (fi_common::flow::PENDING).
+pub const PENDING: usize = 8;
 
 const METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -104,6 +106,71 @@ pub fn requests(stream: &[u8], captured: &str) -> Vec<Head> {
             Body::Unknown => return heads,
         }
     }
+}
+
+/// The final responses of a server's stream, in order, as far as it can be read: their
+/// statuses. `methods` are the methods of the requests they answer (a HEAD's response has
+/// no body; a CONNECT's 2xx is a tunnel); at most `methods.len()` are counted.
+pub fn responses(stream: &[u8], methods: &[&str]) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    let mut pos = 0;
+    while statuses.len() < methods.len() {
+        while pos < stream.len() && (stream[pos] == b'\r' || stream[pos] == b'\n') {
+            pos += 1;
+        }
+        if pos >= stream.len() {
+            break;
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 256];
+        let mut response = httparse::Response::new(&mut slots);
+        let Ok(httparse::Status::Complete(n)) = response.parse(&stream[pos..]) else {
+            break;
+        };
+        let status = response.code.unwrap_or_default();
+        if n > MAX_HEAD || !(100..=999).contains(&status) {
+            break;
+        }
+        pos += n;
+        let method = methods[statuses.len()];
+        if (100..200).contains(&status) && status != 101 {
+            continue; // Interim: the final response follows.
+        }
+        statuses.push(status);
+        if methods.len() - (statuses.len() - 1) > PENDING {
+            // fi keeps the methods of 8 requests in flight: deeper, whether this one
+            // was a HEAD is not known, and fi stops reading (every request was sent
+            // before the first response, here).
+            break;
+        }
+        if status == 101 || (method == "CONNECT" && (200..300).contains(&status)) {
+            break; // A tunnel from here.
+        }
+        if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+            continue;
+        }
+        if !has_framing(response.headers) {
+            break; // The body runs until the connection closes.
+        }
+        match body(response.headers) {
+            Body::None => {}
+            Body::Length(len) => pos = pos.saturating_add(len),
+            Body::Chunked => match chunked(stream, pos) {
+                Some(end) => pos = end,
+                None => break,
+            },
+            // A coding other than chunked (until the close) or a bad length.
+            Body::Unknown => break,
+        }
+    }
+    statuses
+}
+
+/// Whether a response says how its body ends (Transfer-Encoding or Content-Length).
+fn has_framing(headers: &[httparse::Header]) -> bool {
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("content-length")
+    })
 }
 
 /// A request target, by form (RFC 9112 §3.2).

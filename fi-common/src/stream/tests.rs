@@ -99,7 +99,8 @@ fn bare_lf_and_absolute_form_are_requests() {
 
 #[test]
 fn what_fi_cannot_frame_stops_the_stream_for_good() {
-    let cases: [(&[u8], Stop); 5] = [
+    let cases: [(&[u8], Stop); 6] = [
+        (b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /x HTTP/1.1\r\n\r\n", Stop::Malformed),
         (b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nGET /x HTTP/1.1\r\n\r\n", Stop::UnknownFraming),
         (b"POST /a HTTP/1.1\r\nContent-Length: 1 2\r\n\r\nGET /x HTTP/1.1\r\n\r\n", Stop::UnknownFraming),
         (b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /x HTTP/1.1\r\n\r\n", Stop::Upgraded),

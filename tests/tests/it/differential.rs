@@ -17,7 +17,7 @@ use aya::{
 };
 use fi_common::{
     counters::Counter,
-    event::{EVENT_REQUEST, RequestEvent},
+    event::{EVENT_REQUEST, EVENT_RESPONSE, RequestEvent, ResponseEvent},
     flow::{FlowKey, TARGET_WATCH, v4_mapped},
     http::{CaptureConfig, Method},
 };
@@ -32,6 +32,7 @@ const CGROUP: u64 = 4242;
 const CLIENT: [u8; 4] = [10, 77, 0, 1];
 const SERVER: [u8; 4] = [10, 77, 0, 2];
 const FIRST_SEQ: u32 = 0xffff_f000; // Wraps within the first connections' streams.
+const SERVER_FIRST_SEQ: u32 = 0x7fff_ff00;
 /// Largest payload BPF_PROG_TEST_RUN takes in one frame (a page, less headroom, the
 /// shared info and the headers).
 const MAX_TEST_PAYLOAD: usize = 3_500;
@@ -78,11 +79,11 @@ impl Rig {
     /// A new connection: its stream starts at FIRST_SEQ, as sock_ops records it.
     fn connect(&mut self, port: u16) {
         self.dataplane
-            .track_flow_from(Rig::key(port), CGROUP, FIRST_SEQ)
+            .track_flow_from(Rig::key(port), CGROUP, FIRST_SEQ, SERVER_FIRST_SEQ)
             .expect("tracking the flow");
     }
 
-    /// One segment of the client's stream, `offset` bytes into it.
+    /// One segment of the client's stream, `offset` bytes into it, at the egress hook.
     fn send(&mut self, port: u16, offset: usize, payload: &[u8]) {
         let seq = FIRST_SEQ.wrapping_add(offset as u32);
         let frame = packet::tcp4_seq(
@@ -94,12 +95,29 @@ impl Rig {
             seq,
             payload,
         );
-        let prog = self
-            .dataplane
-            .classifier(program::TC_EGRESS)
-            .expect("egress program");
+        self.run(program::TC_EGRESS, &frame);
+    }
+
+    /// One segment of the server's stream, `offset` bytes into it, on its way back: the
+    /// ingress hook of the same interface.
+    fn answer(&mut self, port: u16, offset: usize, payload: &[u8]) {
+        let seq = SERVER_FIRST_SEQ.wrapping_add(offset as u32);
+        let frame = packet::tcp4_seq(
+            SERVER,
+            CLIENT,
+            8080,
+            port,
+            packet::TCP_PSH_ACK,
+            seq,
+            payload,
+        );
+        self.run(program::TC_INGRESS, &frame);
+    }
+
+    fn run(&mut self, program: &'static str, frame: &[u8]) {
+        let prog = self.dataplane.classifier(program).expect("classifier");
         let opts = TestRunOptions {
-            data_in: Some(&frame),
+            data_in: Some(frame),
             data_out: Some(&mut self.out),
             ..TestRunOptions::default()
         };
@@ -108,18 +126,22 @@ impl Rig {
         self.slowest = self.slowest.max(result.duration);
     }
 
-    /// The request heads reported since the last call.
-    fn reported(&mut self) -> Vec<RequestEvent> {
-        let mut events = Vec::new();
+    /// The request heads and the responses reported since the last call.
+    fn reported(&mut self) -> (Vec<RequestEvent>, Vec<ResponseEvent>) {
+        let (mut requests, mut responses) = (Vec::new(), Vec::new());
         while let Some(item) = self.ring.next() {
             let kind = u32::from_ne_bytes(item[..4].try_into().expect("event kind"));
             if kind == EVENT_REQUEST && item.len() >= size_of::<RequestEvent>() {
                 // SAFETY: the ring item holds a whole RequestEvent (checked above), written
                 // by the kernel as this repr(C) struct of integers; read unaligned.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+                requests.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+            }
+            if kind == EVENT_RESPONSE && item.len() >= size_of::<ResponseEvent>() {
+                // SAFETY: as above, a whole ResponseEvent.
+                responses.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
             }
         }
-        events
+        (requests, responses)
     }
 
     fn counter(&self, wanted: Counter) -> u64 {
@@ -293,6 +315,86 @@ impl Generator {
         false
     }
 
+    /// The server's stream answering `heads` (what the oracle read of the client's):
+    /// interim responses, bodies by length or chunked (whose data reads as a response),
+    /// none for HEAD, 204 and 304, a tunnel after an upgrade or CONNECT, sometimes a last
+    /// body delimited by the close.
+    fn responses(&mut self, heads: &[Head]) -> Vec<u8> {
+        const DECOY_RESPONSE: &[u8] = b"HTTP/1.1 500 Bad\r\nContent-Length: 0\r\n\r\n";
+        let mut wire = Vec::new();
+        for (i, head) in heads.iter().enumerate() {
+            let eol: &[u8] = if self.rng.u8(..8) == 0 {
+                b"\n"
+            } else {
+                b"\r\n"
+            };
+            let line = |wire: &mut Vec<u8>, text: &[u8]| {
+                wire.extend_from_slice(text);
+                wire.extend_from_slice(eol);
+            };
+            if self.rng.u8(..6) == 0 {
+                line(&mut wire, b"HTTP/1.1 100 Continue");
+                line(&mut wire, b"");
+            }
+            let tunnel = head.method == "CONNECT" || self.rng.u8(..40) == 0;
+            if tunnel {
+                let status = if head.method == "CONNECT" {
+                    "200 Connection established"
+                } else {
+                    "101 Switching Protocols"
+                };
+                line(&mut wire, format!("HTTP/1.1 {status}").as_bytes());
+                line(&mut wire, b"");
+                wire.extend_from_slice(DECOY_RESPONSE);
+                break;
+            }
+            let status = *[200u16, 200, 201, 204, 304, 404, 500]
+                .get(self.rng.usize(..7))
+                .unwrap_or(&200);
+            line(
+                &mut wire,
+                format!("HTTP/1.{} {status} Reason", self.rng.u8(..2)).as_bytes(),
+            );
+            line(&mut wire, b"Server: test");
+            let no_body = head.method == "HEAD" || status == 204 || status == 304;
+            let last = i + 1 == heads.len();
+            match self.rng.u8(..10) {
+                0 if last && !no_body => {
+                    // Delimited by the close: nothing after it is read.
+                    line(&mut wire, b"");
+                    wire.extend_from_slice(DECOY_RESPONSE);
+                }
+                1..=4 => {
+                    line(&mut wire, b"Transfer-Encoding: chunked");
+                    line(&mut wire, b"");
+                    if !no_body {
+                        for _ in 0..self.rng.usize(0..4) {
+                            let len = self.rng.usize(1..2000);
+                            line(&mut wire, format!("{len:x}").as_bytes());
+                            let data: Vec<u8> =
+                                DECOY_RESPONSE.iter().copied().cycle().take(len).collect();
+                            wire.extend_from_slice(&data);
+                            line(&mut wire, b"");
+                        }
+                        line(&mut wire, b"0");
+                        line(&mut wire, b"");
+                    }
+                }
+                _ => {
+                    let len = self.rng.usize(0..2500);
+                    line(&mut wire, format!("Content-Length: {len}").as_bytes());
+                    line(&mut wire, b"");
+                    if !no_body {
+                        let body: Vec<u8> =
+                            DECOY_RESPONSE.iter().copied().cycle().take(len).collect();
+                        wire.extend_from_slice(&body);
+                    }
+                }
+            }
+        }
+        wire
+    }
+
     /// A few random edits: what a hostile or broken client sends.
     fn mutate(&mut self, wire: &mut Vec<u8>) {
         for _ in 0..self.rng.usize(1..=3) {
@@ -328,7 +430,7 @@ impl Generator {
         let mut at = 0;
         while at < len {
             let size = match style {
-                0 if len < 4000 => 1,
+                0 if len < 1500 => 1,
                 1..=3 => self.rng.usize(1..=16),
                 // BPF_PROG_TEST_RUN takes at most a page per packet: past SCAN_LEN, which
                 // is what the kernel's windows need (the real clients test lo's 64 KiB).
@@ -350,7 +452,7 @@ fn the_kernel_parser_agrees_with_httparse_on_100_000_connections_cut_at_random()
         rng: fastrand::Rng::with_seed(0x005e_edf1),
     };
     let connections = 100_000;
-    let (mut messages, mut mutated, mut bytes) = (0u64, 0u64, 0u64);
+    let (mut messages, mut responses, mut mutated, mut bytes) = (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     for i in 0..connections {
         let mut wire = generator.connection();
@@ -364,13 +466,32 @@ fn the_kernel_parser_agrees_with_httparse_on_100_000_connections_cut_at_random()
         for (start, end) in generator.cuts(wire.len()) {
             rig.send(port, start, &wire[start..end]);
         }
-        bytes += wire.len() as u64;
-        let expected: Vec<_> = oracle::requests(&wire, CAPTURED)
-            .iter()
-            .map(oracle_view)
-            .collect();
-        let seen: Vec<_> = rig.reported().iter().map(as_head).collect();
+        let heads = oracle::requests(&wire, CAPTURED);
+        // The server answers what it read, its stream cut at random too, mutated in a
+        // quarter of the connections.
+        let mut answers = generator.responses(&heads);
+        if i % 4 == 2 {
+            generator.mutate(&mut answers);
+        }
+        for (start, end) in generator.cuts(answers.len()) {
+            rig.answer(port, start, &answers[start..end]);
+        }
+        bytes += (wire.len() + answers.len()) as u64;
+        let expected: Vec<_> = heads.iter().map(oracle_view).collect();
+        let (requests_seen, responses_seen) = rig.reported();
+        let seen: Vec<_> = requests_seen.iter().map(as_head).collect();
         messages += expected.len() as u64;
+        let methods: Vec<&str> = heads.iter().map(|h| h.method.as_str()).collect();
+        let statuses = oracle::responses(&answers, &methods);
+        let kernel_statuses: Vec<u16> = responses_seen.iter().map(|r| r.head.status).collect();
+        let indices: Vec<u32> = responses_seen.iter().map(|r| r.index).collect();
+        responses += statuses.len() as u64;
+        assert!(
+            kernel_statuses == statuses && indices.iter().enumerate().all(|(n, i)| *i == n as u32),
+            "connection {i}: the kernel paired responses {kernel_statuses:?} (to requests \
+             {indices:?}), the oracle {statuses:?}\nrequests: {methods:?}\nstream: {:?}",
+            String::from_utf8_lossy(&answers)
+        );
         if seen != expected {
             let show = |h: &Viewed| {
                 format!(
@@ -397,7 +518,8 @@ fn the_kernel_parser_agrees_with_httparse_on_100_000_connections_cut_at_random()
     }
     println!(
         "differential: {connections} connections ({mutated} mutated), {} segments, \
-         {bytes} bytes, {messages} request heads agreed in {:.1?}; slowest segment {:?}",
+         {bytes} bytes, {messages} request heads and {responses} responses agreed in {:.1?}; \
+         slowest segment {:?}",
         rig.segments,
         started.elapsed(),
         rig.slowest
@@ -441,7 +563,7 @@ fn a_million_hostile_segments_report_nothing_the_oracle_does_not_see() {
             at = end;
         }
         let expected = oracle::requests(&wire, CAPTURED);
-        let seen = rig.reported();
+        let seen = rig.reported().0;
         reported += seen.len() as u64;
         // Nothing the oracle does not see, in order.
         let kernel: Vec<_> = seen.iter().map(|e| e.head.path_bytes().to_vec()).collect();
