@@ -11,6 +11,11 @@ pub const MAX_FLOWS: u32 = 65_536;
 pub const MAX_TARGETS: u32 = 4096;
 /// Requests of flows owned by this cgroup, or by one below it, are reported.
 pub const TARGET_WATCH: u32 = 1;
+/// The key of [`crate::maps::FI_TARGETS`] that holds, instead of a target, the generation
+/// of the targets: bumped on every change, so that each flow can keep whether it is
+/// watched and look at the targets again only when they changed (cgroup ids are inode
+/// numbers, never 0).
+pub const TARGETS_GENERATION: u64 = 0;
 /// Ancestor levels of the owner cgroup kept per flow (level 1 = a child of the root).
 pub const CGROUP_LEVELS: usize = 8;
 /// Requests in flight per flow whose timestamps are kept (pipelining depth).

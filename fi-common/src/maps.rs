@@ -37,9 +37,12 @@ pub const FI_SCRATCH: &str = "FI_SCRATCH";
 /// Request heads cut by the end of a segment, by flow, until their next segment
 /// completes them (kernel only).
 pub const FI_PARTIAL: &str = "FI_PARTIAL";
+/// Tracked flows by client port (kernel only): a packet neither of whose ports is a
+/// tracked client's leaves before any flow lookup.
+pub const FI_CLIENT_PORTS: &str = "FI_CLIENT_PORTS";
 
 /// Every map of the object, each once.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     FI_COUNTERS,
     FI_FLOWS,
     FI_TARGETS,
@@ -54,6 +57,7 @@ pub const ALL: [&str; 14] = [
     FI_JUMP,
     FI_SCRATCH,
     FI_PARTIAL,
+    FI_CLIENT_PORTS,
 ];
 
 /// Slot of [`FI_JUMP`] holding `fi_req_more` (the rest of a segment's request bytes, after

@@ -35,6 +35,24 @@ pub enum Look {
     Stopped,
 }
 
+/// A flow's cached answer to "is it watched?" for targets generation `generation`:
+/// `Some(watched)` when `cache` holds it, `None` when the targets changed since (or it was
+/// never asked). 0 is "never asked".
+#[inline(always)]
+pub const fn watch(cache: u32, generation: u32) -> Option<bool> {
+    if cache >> 1 == generation.wrapping_add(1) & (u32::MAX >> 1) {
+        Some(cache & 1 != 0)
+    } else {
+        None
+    }
+}
+
+/// The cache value of [`watch`] for `watched` as of `generation`.
+#[inline(always)]
+pub const fn watch_cache(watched: bool, generation: u32) -> u32 {
+    ((generation.wrapping_add(1) & (u32::MAX >> 1)) << 1) | watched as u32
+}
+
 /// What a walk over a segment needs of either stream: its bulk skips and its stop.
 pub trait Framing {
     /// Body bytes that can be skipped without a look (`u64::MAX` once stopped).
@@ -97,7 +115,8 @@ pub struct RequestStream {
     pub _pad: [u8; 2],
     /// Heads completed on this stream.
     pub heads: u32,
-    pub _pad1: u32,
+    /// Whether the flow is watched, as of a generation of the targets: see [`watch`].
+    pub watch: u32,
 }
 const _: () = assert!(core::mem::size_of::<RequestStream>() == 40);
 
@@ -116,7 +135,7 @@ impl RequestStream {
             in_head: 0,
             _pad: [0; 2],
             heads: 0,
-            _pad1: 0,
+            watch: 0,
         }
     }
 
@@ -199,7 +218,8 @@ pub struct ResponseStream {
     pub _pad: [u8; 2],
     /// Final responses completed on this stream.
     pub heads: u32,
-    pub _pad1: u32,
+    /// Whether the flow is watched, as of a generation of the targets: see [`watch`].
+    pub watch: u32,
 }
 const _: () = assert!(core::mem::size_of::<ResponseStream>() == 72);
 
@@ -219,7 +239,7 @@ impl ResponseStream {
             in_head: 0,
             _pad: [0; 2],
             heads: 0,
-            _pad1: 0,
+            watch: 0,
         }
     }
 

@@ -24,9 +24,9 @@ use fi_common::{
     flow::{FlowKey, FlowState},
     http::CaptureConfig,
     maps::{
-        FI_CAPTURE, FI_COUNTERS, FI_EVENTS, FI_FLOWS, FI_HEARTBEAT, FI_INJECTOR, FI_JUMP,
-        FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS, JUMP_REQUEST_MORE,
-        JUMP_RESPONSE_MORE,
+        FI_CAPTURE, FI_CLIENT_PORTS, FI_COUNTERS, FI_EVENTS, FI_FLOWS, FI_HEARTBEAT, FI_INJECTOR,
+        FI_JUMP, FI_RESPONSES, FI_RULE_COUNT, FI_RULE_STATS, FI_RULES, FI_TARGETS,
+        JUMP_REQUEST_MORE, JUMP_RESPONSE_MORE,
     },
 };
 
@@ -442,8 +442,19 @@ impl DataPlane {
     /// Records a flow as sock_ops would at connect(), for `BPF_PROG_TEST_RUN` benchmarks
     /// and tests that feed crafted packets of that flow.
     pub fn track_flow(&mut self, key: FlowKey, cgroup_id: u64) -> Result<(), DataPlaneError> {
-        let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         let state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
+        self.insert_flow(key, state)
+    }
+
+    /// Writes a flow entry as sock_ops does, its client port counted (once per port: the
+    /// tests and benchmarks reuse a key).
+    fn insert_flow(&mut self, key: FlowKey, state: FlowState) -> Result<(), DataPlaneError> {
+        let mut ports: Array<_, u32> = map_mut(&mut self.ebpf, FI_CLIENT_PORTS)?;
+        let port = u32::from(key.client_port);
+        if ports.get(&port, 0).map_err(map_error(FI_CLIENT_PORTS))? == 0 {
+            ports.set(port, 1, 0).map_err(map_error(FI_CLIENT_PORTS))?;
+        }
+        let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
     }
 
@@ -457,11 +468,10 @@ impl DataPlane {
         request_seq: u32,
         response_seq: u32,
     ) -> Result<(), DataPlaneError> {
-        let mut flows: BpfHashMap<_, FlowKey, FlowState> = map_mut(&mut self.ebpf, FI_FLOWS)?;
         let mut state = FlowState::new(1, cgroup_id, [0; fi_common::flow::CGROUP_LEVELS]);
         state.request.sync(request_seq);
         state.response.sync(response_seq);
-        flows.insert(key, state, 0).map_err(map_error(FI_FLOWS))
+        self.insert_flow(key, state)
     }
 
     /// A loaded classifier, for `BPF_PROG_TEST_RUN` and benchmarks.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
-use fi_common::flow::{MAX_TARGETS, TARGET_WATCH};
+use fi_common::flow::{MAX_TARGETS, TARGET_WATCH, TARGETS_GENERATION};
 
 use crate::cgroup_fs::{self, CgroupError};
 
@@ -44,12 +44,26 @@ pub trait TargetSink: Send {
 
 impl TargetSink for BpfHashMap<MapData, u64, u32> {
     fn insert(&mut self, cgroup_id: u64) -> Result<(), MapError> {
-        BpfHashMap::insert(self, cgroup_id, TARGET_WATCH, 0)
+        BpfHashMap::insert(self, cgroup_id, TARGET_WATCH, 0)?;
+        next_generation(self)
     }
 
     fn remove(&mut self, cgroup_id: u64) -> Result<(), MapError> {
-        BpfHashMap::remove(self, &cgroup_id)
+        BpfHashMap::remove(self, &cgroup_id)?;
+        next_generation(self)
     }
+}
+
+/// Bumps the targets' generation (see `fi_common::flow::TARGETS_GENERATION`), after the
+/// change: every flow then looks at the targets again at its next packet, so a target
+/// applies to connections already open at once. Only this daemon writes the map.
+fn next_generation(map: &mut BpfHashMap<MapData, u64, u32>) -> Result<(), MapError> {
+    let generation = match map.get(&TARGETS_GENERATION, 0) {
+        Ok(generation) => generation,
+        Err(MapError::KeyNotFound) => 0,
+        Err(err) => return Err(err),
+    };
+    map.insert(TARGETS_GENERATION, generation.wrapping_add(1), 0)
 }
 
 /// A resolved target.

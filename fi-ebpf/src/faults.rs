@@ -128,6 +128,21 @@ pub fn set_state(flow: &mut FlowState, bits: u32) {
     }
 }
 
+/// Adds `delta` to a u32 of map memory atomically (BPF `lock` add, cpu v3): sock_ops
+/// may run on several CPUs at once.
+#[inline(always)]
+pub fn atomic_add(word: *mut u32, delta: u32) {
+    // SAFETY: `word` points to a 4-aligned u32 in a map value (the caller's lookup).
+    unsafe {
+        asm!(
+            "lock *(u32 *)({p} + 0) += {v}",
+            p = in(reg) word,
+            v = in(wreg) delta,
+            options(nostack),
+        );
+    }
+}
+
 /// Clears `bits` of the flow's `fault_state` atomically (see [`set_state`]).
 #[inline(always)]
 pub fn clear_state(flow: &mut FlowState, bits: u32) {

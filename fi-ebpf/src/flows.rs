@@ -19,7 +19,10 @@ use fi_common::{
     flow::{CGROUP_LEVELS, FlowKey, v4_mapped},
 };
 
-use crate::maps::{FI_EVENTS, FI_FLOWS, FI_SCRATCH, bump};
+use crate::{
+    faults,
+    maps::{FI_CLIENT_PORTS, FI_EVENTS, FI_FLOWS, FI_SCRATCH, bump},
+};
 
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
@@ -143,6 +146,7 @@ fn on_connect(ctx: &SockOpsContext) {
     }
     if FI_FLOWS.insert(&key, flow, 0).is_ok() {
         bump(Counter::FlowsTracked, 1);
+        count_client_port(key.client_port, 1);
     }
     // Ask for state changes, to forget the flow when it closes.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
@@ -213,5 +217,15 @@ fn on_close(ctx: &SockOpsContext) {
             bump(Counter::EventsLost, 1);
         }
     }
-    let _ = FI_FLOWS.remove(&key);
+    if FI_FLOWS.remove(&key).is_ok() {
+        count_client_port(key.client_port, u32::MAX); // -1
+    }
+}
+
+/// Adds `delta` (wrapping) to the count of tracked flows with this client port.
+#[inline(always)]
+fn count_client_port(port: u16, delta: u32) {
+    if let Some(count) = FI_CLIENT_PORTS.get_ptr_mut(u32::from(port)) {
+        faults::atomic_add(count, delta);
+    }
 }

@@ -9,15 +9,17 @@ use fi_common::{
     event::{EVENT_RESPONSE, EventHeader, REINJECTED_MARK, ResponseEvent},
     flow::{
         CGROUP_LEVELS, FAULT_DROP_CLIENT, FAULT_DROP_SERVER, FAULT_HOLDING, FlowKey, FlowState,
-        TARGET_WATCH, claim, seq_before,
+        TARGET_WATCH, TARGETS_GENERATION, claim, seq_before,
     },
     http::{ResponseHead, SCAN_LEN},
+    stream,
 };
 
 use crate::{
     faults,
     maps::{
         FI_EVENTS, FI_FLOWS, FI_RULE_COUNT, FI_SCRATCH, FI_TARGETS, Scratch, bump, daemon_alive,
+        maybe_tracked,
     },
     packet::{TCP_ACK, TCP_RST, TCP_SYN, tcp_segment},
     requests, responses,
@@ -49,6 +51,9 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
     let Some(segment) = tcp_segment(ctx) else {
         return TCX_NEXT;
     };
+    if !maybe_tracked(segment.key.client_port, segment.key.server_port) {
+        return TCX_NEXT; // Not a flow fi tracks: no lookup.
+    }
     let here = claim(ifindex, direction);
 
     if let Some(flow) = FI_FLOWS.get_ptr_mut(&segment.key) {
@@ -164,6 +169,24 @@ pub fn faults_hold() -> bool {
     // SAFETY: bpf_ktime_get_ns takes no arguments and touches no memory of ours; it is
     // unsafe only as a foreign function.
     daemon_alive(unsafe { bpf_ktime_get_ns() })
+}
+
+/// Whether a flow whose cached answer is `cache` (a stream's `watch`) is watched: the
+/// cache, while the targets have not changed; else the targets, once, and the answer is
+/// cached. One lookup per packet instead of one per level of the owner's cgroup.
+#[inline(always)]
+pub fn watched(flow: &FlowState, cache: &mut u32) -> bool {
+    // SAFETY: `get` is unsafe because user space may change the entry while we hold the
+    // reference; the u32 is copied out at once.
+    let generation = unsafe { FI_TARGETS.get(&TARGETS_GENERATION) }
+        .copied()
+        .unwrap_or(0);
+    if let Some(answer) = stream::watch(*cache, generation) {
+        return answer;
+    }
+    let answer = targeted(flow);
+    *cache = stream::watch_cache(answer, generation);
+    answer
 }
 
 /// Whether the flow's owner cgroup, or one of its ancestors, is a watch target.

@@ -30,7 +30,7 @@ use fi_common::{
 
 use crate::{
     faults,
-    http::{fill_header, prefix, report_response, rules_loaded, targeted},
+    http::{fill_header, prefix, report_response, rules_loaded, watched},
     maps::{FI_EVENTS, FI_PARTIAL, FI_SCRATCH, Scratch, bump},
     packet::Segment,
     walk::{self, Direction, Outcome, Walk},
@@ -45,10 +45,18 @@ pub fn on_bytes(
     ifindex: u32,
     direction: u32,
 ) -> i32 {
-    if flow.request.stopped().is_some() {
+    let stream = &mut flow.request;
+    if stream.stopped().is_some() {
         return TCX_NEXT; // fi does not know what these bytes are, for good.
     }
-    let watched = targeted(flow);
+    if walk::all_body(stream, stream.next_seq, stream.mode, segment) {
+        // Body data from its first byte to its last: skipped in place.
+        stream.next_seq = segment.seq.wrapping_add(segment.payload_len);
+        return TCX_NEXT;
+    }
+    let mut cache = flow.request.watch;
+    let watched = watched(flow, &mut cache);
+    flow.request.watch = cache;
     let rules = rules_loaded();
     if !(watched || rules) {
         // Nobody asks: the position is not kept up, and the next segment that begins

@@ -21,7 +21,7 @@ use fi_common::{
 
 use crate::{
     faults,
-    http::{faults_hold, prefix, report_response, rules_loaded, targeted},
+    http::{faults_hold, prefix, report_response, rules_loaded, watched},
     maps::{FI_SCRATCH, Scratch, bump},
     packet::Segment,
     walk::{self, Direction, Outcome, Walk},
@@ -37,10 +37,18 @@ pub fn on_bytes(
     key: &FlowKey,
     ifindex: u32,
 ) -> i32 {
-    if flow.response.stopped().is_some() {
+    let stream = &mut flow.response;
+    if stream.stopped().is_some() {
         return TCX_NEXT;
     }
-    let watched = targeted(flow);
+    if walk::all_body(stream, stream.next_seq, stream.mode, segment) {
+        // Body data from its first byte to its last (a download): skipped in place.
+        stream.next_seq = segment.seq.wrapping_add(segment.payload_len);
+        return TCX_NEXT;
+    }
+    let mut cache = flow.response.watch;
+    let watched = watched(flow, &mut cache);
+    flow.response.watch = cache;
     if !(watched || rules_loaded()) {
         // Nobody asks: see requests::on_bytes.
         flow.response.mode = UNSYNCED;

@@ -167,6 +167,20 @@ pub fn lose_position<S: Framing>(stream: &mut S) {
     stream.stop(Stop::Lost);
 }
 
+/// Whether the segment is body data from its first byte to its last, right where the
+/// stream is (the common case of an upload or a download); if so it is skipped here, in
+/// the main program: no walk, no tail call, no lookup beyond the flow's. The caller
+/// moves the stream's position past it.
+#[inline(always)]
+pub fn all_body<S: Framing>(stream: &mut S, next_seq: u32, mode: u8, segment: &Segment) -> bool {
+    let len = u64::from(segment.payload_len);
+    if mode != fi_common::stream::SYNCED || segment.seq != next_seq || stream.opaque() < len {
+        return false;
+    }
+    stream.skip(len);
+    true
+}
+
 /// The first `N` bytes of the segment's payload (to tell whether it begins a message), in
 /// `scratch.buf`; false when it has fewer or they cannot be read.
 #[inline(always)]

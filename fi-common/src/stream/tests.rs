@@ -241,3 +241,15 @@ fn what_follows_an_upgrade_or_a_body_until_close_is_never_read() {
         assert_eq!(stream.stopped(), Some(why));
     }
 }
+
+#[test]
+fn a_watch_answer_holds_until_the_targets_change() {
+    assert_eq!(watch(0, 0), None, "never asked");
+    let cached = watch_cache(true, 7);
+    assert_eq!(watch(cached, 7), Some(true));
+    assert_eq!(watch(cached, 8), None, "the targets changed");
+    assert_eq!(watch(watch_cache(false, 0), 0), Some(false));
+    let wrapped = watch_cache(true, u32::MAX);
+    assert_eq!(watch(wrapped, u32::MAX), Some(true));
+    assert_eq!(watch(wrapped, 0), None);
+}

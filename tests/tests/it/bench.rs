@@ -30,7 +30,7 @@ fn the_bench_runs_in_short_mode_and_writes_its_report() {
         assert!(md.contains(section), "report.md lacks {section}");
     }
     assert_eq!(json["mode"], "short");
-    assert_eq!(json["per_packet_ns"].as_object().map(|m| m.len()), Some(6));
+    assert_eq!(json["per_packet_ns"].as_object().map(|m| m.len()), Some(7));
     let median = json["per_packet_ns"]["request, watched (parse + event)"]["median"]
         .as_f64()
         .expect("a number");

@@ -386,3 +386,46 @@ fn a_delay_holds_a_64_kib_request_over_a_veth_and_on_lo() {
     let counters = lo.daemon.counters();
     assert_eq!(counters["faults_skipped"], 0, "{counters:?}");
 }
+
+/// A target added while a keep-alive connection is open applies to it from its next
+/// request, and one removed stops applying as promptly: each flow keeps whether it is
+/// watched only until the targets change.
+#[test]
+fn a_target_applies_to_an_open_connection_from_its_next_request() {
+    let s = Scene::new();
+    let script = format!(
+        "import socket, sys\n\
+         s = socket.create_connection(('{}', {PORT}))\n\
+         s.settimeout(5)\n\
+         def get(path):\n    s.sendall(b'GET %s HTTP/1.1\\r\\nHost: b\\r\\n\\r\\n' % path.encode())\n    data = b''\n    while b'\\r\\n\\r\\n' not in data:\n        data += s.recv(4096)\n    head, _, body = data.partition(b'\\r\\n\\r\\n')\n    length = int([l for l in head.split(b'\\r\\n') if l.lower().startswith(b'content-length')][0].split(b':')[1])\n    while len(body) < length:\n        body += s.recv(4096)\n    print(head.split(b'\\r\\n')[0].decode(), flush=True)\n\
+         for line in sys.stdin:\n    get(line.strip())\n",
+        s.b.ipv4
+    );
+    let mut client =
+        s.a.command("python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(client.stdout.take().expect("stdout"));
+    let mut get = |path: &str| {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(stdin, "{path}").expect("asking the client");
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the client's answer");
+        assert_eq!(line.trim(), "HTTP/1.1 200 OK", "{path}");
+    };
+    get("/before");
+    watch_a(&s);
+    get("/while");
+    let (ok, _, err) = s.daemon.fictl(&["target", "rm", &s.cgroup(&s.a)]);
+    assert!(ok, "target rm: {err}");
+    get("/after");
+    let _ = client.kill();
+    let _ = client.wait();
+    let seen = reported(&s, 1);
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].contains(" /while "), "{seen:#?}");
+}
