@@ -798,11 +798,12 @@ fn a_hung_daemon_stops_injecting_within_a_second_and_resumes_when_it_runs() {
     }
 }
 
-/// On lo a timeout is a blackhole too: the client's own read timeout fires, not the
-/// kernel's ETIMEDOUT after some 8 s of local send failures (a dropped packet at an egress
-/// hook is reported to the sender; one taken out of the path is not).
+/// On lo a timeout is a blackhole too: the client's own read timeout fires, whatever its
+/// length, and a client with none waits (not the kernel's ETIMEDOUT after some 8 s of
+/// local send failures: a dropped packet at an egress hook is reported to the sender; one
+/// taken out of the path is not). Four clients at once: 2 s, 10 s, 30 s, and none.
 #[test]
-fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
+fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire_whatever_its_length() {
     let lo = fi_tests::lo::OnLo::new("host-client");
     let container = lo.container();
     let (ok, _, err) = lo.daemon.fictl(&[
@@ -817,28 +818,42 @@ fn on_lo_a_timeout_leaves_the_clients_own_timeout_to_fire() {
     ]);
     assert!(ok, "{err}");
     let script = format!(
-        "import socket, time\n\
-         s = socket.create_connection(('127.0.0.1', {}))\n\
-         s.settimeout(10)\n\
-         s.sendall(b'GET /lo HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
-         t = time.monotonic()\n\
-         try:\n    s.recv(100)\n    print('answered', time.monotonic() - t)\n\
-         except socket.timeout:\n    print('timeout', time.monotonic() - t)\n\
-         except OSError as e:\n    print('error', e.errno, time.monotonic() - t)\n",
+        "import socket, threading, time\n\
+         said = {{}}\n\
+         def call(name, timeout):\n    s = socket.create_connection(('127.0.0.1', {}))\n    s.settimeout(timeout)\n    s.sendall(b'GET /lo HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n    t = time.monotonic()\n    try:\n        s.recv(100)\n        said[name] = 'answered %.2f' % (time.monotonic() - t)\n    except socket.timeout:\n        said[name] = 'timeout %.2f' % (time.monotonic() - t)\n    except OSError as e:\n        said[name] = 'error%d %.2f' % (e.errno, time.monotonic() - t)\n\
+         calls = [threading.Thread(target=call, args=(str(t), t), daemon=True) for t in (2, 10, 30)]\n\
+         calls.append(threading.Thread(target=call, args=('none', None), daemon=True))\n\
+         for c in calls:\n    c.start()\n\
+         time.sleep(34)\n\
+         for name in ('2', '10', '30', 'none'):\n    print(name, said.get(name, 'waiting'))\n",
         lo.port
     );
     let out = lo.python(&script);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("lo timeout: the client saw `{}`", said.trim());
-    let (what, after) = said.trim().rsplit_once(' ').expect("an outcome");
-    assert_eq!(
-        what,
-        "timeout",
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(after.parse::<f64>().is_ok_and(|s| s >= 9.9), "{said}");
-    assert_eq!(lo.server_count(), 0, "the server never saw it");
+    println!("lo timeout: the clients saw\n{}", said.trim());
+    let outcome = |name: &str| {
+        said.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no outcome for {name}: {said}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_owned()
+    };
+    for (name, seconds) in [("2", 2.0), ("10", 10.0), ("30", 30.0)] {
+        let got = outcome(name);
+        let (what, after) = got.split_once(' ').expect("what and when");
+        assert_eq!(what, "timeout", "the {name} s client: {got}");
+        let after: f64 = after.parse().expect("seconds");
+        assert!(
+            after >= seconds - 0.05 && after < seconds + 1.0,
+            "the {name} s client's own timeout fired at {after} s"
+        );
+    }
+    assert_eq!(outcome("none"), "waiting", "a client with no timeout waits");
+    assert_eq!(lo.server_count(), 0, "the server never saw them");
 }
 
 /// An abort answers `connection: close` and closes: a client that reads to the end of the
