@@ -5,15 +5,18 @@ Usage: functional_test.py FRONTEND_ADDR PAYMENTS_ADDR   (ip:port each)
 
 Written the way Filibuster asks tests to be written: when fi injected a fault into one
 of this test's *own* requests, an error is the correct outcome, and the test says so
-instead of failing. It learns that from the file named by FI_INJECTED_FAULTS, which
-fi-daemon keeps current during each execution (one JSON object per line).
+instead of failing. It asks fi with the helpers of fi-daemon/testing/python
+(`fi_testing`), once, right after the error: the answer is exact at that moment.
 """
-import json
 import os
 import sys
-import time
 
 import requests
+
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fi-daemon", "testing", "python")
+)
+from fi_testing import faults_injected  # noqa: E402
 
 FRONTEND, PAYMENTS = sys.argv[1], sys.argv[2]
 ORDER = "{}-{}-{}".format(
@@ -21,29 +24,13 @@ ORDER = "{}-{}-{}".format(
 )
 
 
-def injected():
-    path = os.environ.get("FI_INJECTED_FAULTS")
-    if not path:
-        return []
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def fault_on_my_request(destination):
-    """Whether fi injected a fault into a request of this test to `destination`.
-
-    The daemon writes the line when the kernel reports the injection, which can trail
-    the error this process saw by a moment: look for up to half a second."""
-    for _ in range(10):
-        for fault in injected():
-            if fault["source"] == "test" and fault["destination"] == destination:
-                print("fi injected {} on my request to {}: an error is expected".format(
-                    fault["fault"], destination))
-                return True
-        time.sleep(0.05)
+    """Whether fi injected a fault into a request of this test to `destination`."""
+    for fault in faults_injected():
+        if fault["source"] == "test" and fault["destination"] == destination:
+            print("fi injected {} on my request to {}: an error is expected".format(
+                fault["fault"], destination))
+            return True
     return False
 
 

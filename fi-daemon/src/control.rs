@@ -20,7 +20,7 @@ use std::{
 };
 
 use fi_api::limits::MAX_FIELD;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
     dataplane::{Attachment, DataPlane, DataPlaneError},
@@ -189,6 +189,9 @@ pub struct Control {
     stopping: watch::Sender<bool>,
     /// The delay queue (none when the daemon has no injector).
     delays: Option<Delays>,
+    /// Asks the event pump to read the ring buffer now (see [`Control::settle`]); none
+    /// before the pump runs. Not one of the ordered locks: held only to clone the sender.
+    flush: Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>,
 }
 
 impl Control {
@@ -212,6 +215,7 @@ impl Control {
                 .unwrap_or_default(),
             stopping: watch::Sender::new(false),
             delays,
+            flush: Mutex::new(None),
         }
     }
 
@@ -399,11 +403,36 @@ impl Control {
         Ok(lock(&self.requests, "requests")?.subscribe())
     }
 
-    /// Requests with an injected fault, from now on.
+    /// Requests with an injected fault, from now on; and how many injections were sent
+    /// before (see [`Control::settle`]).
     pub fn subscribe_injections(
         &self,
-    ) -> Result<broadcast::Receiver<Arc<ObservedRequest>>, ControlError> {
+    ) -> Result<(broadcast::Receiver<Arc<ObservedRequest>>, u64), ControlError> {
         Ok(lock(&self.requests, "requests")?.subscribe_injected())
+    }
+
+    /// Gives the core the event pump's flush requests (see [`Control::settle`]).
+    pub fn attach_pump(&self, flush: mpsc::Sender<oneshot::Sender<()>>) {
+        if let Ok(mut slot) = self.flush.lock() {
+            *slot = Some(flush);
+        }
+    }
+
+    /// Makes the request log current: the event pump reads whatever the kernel has
+    /// written by now, at once, and applies it. Returns how many injections the log has
+    /// sent to its subscribers then: an injection the kernel made before this call is
+    /// among them (the kernel writes its event before the client sees the fault).
+    pub async fn settle(&self) -> Result<u64, ControlError> {
+        let flush = self.flush.lock().ok().and_then(|f| f.clone());
+        if let Some(flush) = flush {
+            let (done, applied) = oneshot::channel();
+            if flush.send(done).await.is_ok() {
+                // A pump that does not answer within a second is stuck; the log is then
+                // as current as it gets.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), applied).await;
+            }
+        }
+        Ok(lock(&self.requests, "requests")?.injected_sent())
     }
 
     /// Requests still waiting for their answer.

@@ -11,7 +11,10 @@
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
 use tracing::warn;
 
 use crate::{
@@ -28,42 +31,30 @@ const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 pub async fn run(
     ring: RingBuf<MapData>,
     log: Arc<Mutex<RequestLog>>,
-    // The cache of cgroup names lives here, outside the log.
     mut cgroups: CgroupIndex,
     delays: Option<crate::delay::Delays>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
 ) -> std::io::Result<()> {
     let mount = cgroups.mount().to_owned();
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it
-    // lives, and the AsyncFd owns the RingBuf.
+    // lives; AsyncFd owns the RingBuf, so the fd stays valid while it is registered.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
     loop {
-        // Decode outside the lock, then apply in one batch.
         let mut batch = Vec::new();
-        {
-            let mut guard = fd.readable_mut().await?;
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                match events::decode(&item) {
-                    // Held packets go to the delay queue at once: their release time is
-                    // already set, and naming cgroups must not delay them.
-                    Ok(KernelEvent::Held(held)) => match &delays {
-                        Some(delays) => delays.hold(held),
-                        None => {
-                            warn!("a delayed request was held but the daemon has no injector")
-                        }
-                    },
-                    event => batch.push(event),
-                }
+        // A flush (Control::settle) reads the ring at once, without waiting to be woken.
+        let mut flushed = None;
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &delays, &mut batch);
+                guard.clear_ready();
             }
-            guard.clear_ready();
+            Some(done) = flushes.recv() => {
+                drain(fd.get_mut(), &delays, &mut batch);
+                flushed = Some(done);
+            }
         }
-        if batch.len() >= BUSY_BATCH {
-            // Under load, let events gather for a moment: the kernel wakes the reader
-            // only when it has caught up (the ring's adaptive notification), so each pause
-            // turns a wake-up per event into one per batch, on CPUs that the traffic
-            // needs. Watchers lag by this much at most; nothing is dropped for it.
-            tokio::time::sleep(BUSY_PAUSE).await;
-        }
+        let busy = batch.len() >= BUSY_BATCH;
         let (mut named, unknown) = name_from_cache(&batch, &cgroups);
         if !unknown.is_empty() {
             let mut index = std::mem::replace(&mut cgroups, CgroupIndex::new(mount.clone()));
@@ -79,27 +70,54 @@ pub async fn run(
                     cgroups = index;
                     named.extend(names);
                 }
-                // The index starts over, empty; these requests show `cgroup:<id>`.
                 Err(err) => warn!(%err, "naming cgroups failed"),
             }
         }
-        let Ok(mut log) = log.lock() else {
-            return Ok(());
-        };
-        for event in batch {
-            match event {
-                Ok(event) => log.on_event(&event, &named),
-                Err(err) => {
-                    log.count_decode_error();
-                    warn!(%err, "undecodable event from the kernel");
+        {
+            let Ok(mut log) = log.lock() else {
+                return Ok(());
+            };
+            for event in batch {
+                match event {
+                    Ok(event) => log.on_event(&event, &named),
+                    Err(err) => {
+                        log.count_decode_error();
+                        warn!(%err, "undecodable event from the kernel");
+                    }
                 }
             }
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        } else if busy {
+            // Under load, let events gather for a moment: the kernel wakes the reader
+            // only when it has caught up (the ring's adaptive notification), so each pause
+            // turns a wake-up per event into one per batch, on CPUs that the traffic
+            // needs. Watchers lag by this much at most; nothing is dropped for it, and a
+            // flush does not wait for it.
+            tokio::time::sleep(BUSY_PAUSE).await;
         }
     }
 }
 
-/// Names the cgroups of a batch's requests from what `index` knows without a scan.
-/// Returns those names and the ids only a scan can name, each once, in order of arrival.
+/// Reads every record the ring holds: held packets go to the delay queue at once, the
+/// rest into `batch`.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    delays: &Option<crate::delay::Delays>,
+    batch: &mut Vec<Result<KernelEvent, DecodeError>>,
+) {
+    while let Some(item) = ring.next() {
+        match events::decode(&item) {
+            Ok(KernelEvent::Held(held)) => match delays {
+                Some(delays) => delays.hold(held),
+                None => warn!("a delayed request was held but the daemon has no injector"),
+            },
+            event => batch.push(event),
+        }
+    }
+}
+
 fn name_from_cache(
     batch: &[Result<KernelEvent, DecodeError>],
     index: &CgroupIndex,

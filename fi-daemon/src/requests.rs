@@ -83,6 +83,9 @@ pub struct RequestLog {
     /// Requests into which a fault was injected, as soon as the kernel says so (before
     /// they complete): exploration keeps the test's list of injected faults current.
     injected: broadcast::Sender<Arc<ObservedRequest>>,
+    /// Injections sent on `injected` so far: a subscriber that has received as many has
+    /// seen every injection the log knows.
+    injected_sent: u64,
     decode_errors: u64,
 }
 
@@ -101,13 +104,20 @@ impl RequestLog {
             graph: CallGraph::default(),
             completed,
             injected,
+            injected_sent: 0,
             decode_errors: 0,
         }
     }
 
-    /// Requests with an injected fault, when the fault happens.
-    pub fn subscribe_injected(&self) -> broadcast::Receiver<Arc<ObservedRequest>> {
-        self.injected.subscribe()
+    /// Requests with an injected fault, when the fault happens; and how many were sent
+    /// before this subscription.
+    pub fn subscribe_injected(&self) -> (broadcast::Receiver<Arc<ObservedRequest>>, u64) {
+        (self.injected.subscribe(), self.injected_sent)
+    }
+
+    /// Injections sent to subscribers so far.
+    pub fn injected_sent(&self) -> u64 {
+        self.injected_sent
     }
 
     /// Completed requests, as they complete.
@@ -187,6 +197,7 @@ impl RequestLog {
         self.next_id += 1;
         if request.fault.is_some() {
             let _ = self.injected.send(Arc::new(request.clone()));
+            self.injected_sent += 1;
         }
         // A reset or a timeout ends the request at once, with its fault as its outcome:
         // no answer will come (a blackholed connection can linger for minutes).

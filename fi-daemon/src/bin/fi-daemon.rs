@@ -271,13 +271,21 @@ async fn main() -> anyhow::Result<()> {
         capture,
         Some(delays.clone()),
     ));
-    let explorer = Explorer::new(Arc::clone(&control), store, runtime_dir, cgroup.clone());
+    let explorer = Explorer::new(
+        Arc::clone(&control),
+        store,
+        args.socket.clone(),
+        cgroup.clone(),
+    );
     let daemon = Arc::new(Daemon::new(Arc::clone(&control), explorer));
+    let (flush, flushes) = tokio::sync::mpsc::channel(16);
+    control.attach_pump(flush);
     let pump = tokio::spawn(pump::run(
         ring,
         requests,
         cgroup_fs::CgroupIndex::new(mount.clone()),
         Some(delays),
+        flushes,
     ));
     // The dead-man switch: beats while the core locks can be taken and the runtime runs.
     let liveness = Arc::new(heartbeat::Liveness::default());

@@ -38,6 +38,8 @@ pub(super) struct Setting<'a> {
     /// (cgroup relative path, label), the test's first.
     pub sources: &'a [(String, String)],
     pub faults_file: &'a Path,
+    /// The daemon's socket.
+    pub socket: &'a Path,
     pub test_cgroup: &'a Path,
     /// Addresses and listening sockets of the targets -> their labels.
     pub names: &'a std::collections::BTreeMap<String, String>,
@@ -83,7 +85,10 @@ pub(super) async fn execute(run: &Setting<'_>, plan: &Plan, number: u32) -> Exec
         .subscribe_requests()
         .and_then(|c| Ok((c, control.subscribe_injections()?)));
     let (mut completed, mut injections) = match subscribed {
-        Ok(pair) => pair,
+        Ok((completed, (injections, sent))) => {
+            run.running.injections_from(sent);
+            (completed, injections)
+        }
         Err(e) => {
             execution.outcome = Outcome::Error {
                 message: e.to_string(),
@@ -108,11 +113,7 @@ pub(super) async fn execute(run: &Setting<'_>, plan: &Plan, number: u32) -> Exec
     loop {
         tokio::select! {
             () = &mut settle => break,
-            injection = injections.recv() => {
-                if let Ok(request) = injection {
-                    note_injection(run, number, &request, &rules);
-                }
-            }
+            injection = injections.recv() => take_injection(run, number, injection, &rules),
         }
     }
     control.forget_rules(rules.iter().map(|(id, _)| *id));
@@ -232,6 +233,9 @@ async fn run_test(
             ("FI_EXECUTION", number.to_string()),
             ("FI_INJECTED_FAULTS", run.faults_file.display().to_string()),
             ("FI_PLAN", plan.to_string()),
+            // fictl and the test helpers reach this daemon through them.
+            ("FI_SOCKET", run.socket.display().to_string()),
+            ("FI_FICTL", fictl_path()),
         ],
         cgroup: run.test_cgroup,
     };
@@ -253,14 +257,38 @@ async fn run_test(
             () = &mut timeout => break Outcome::TimedOut,
             _ = cancel.wait_for(|c| *c) => break Outcome::Interrupted,
             _ = stopping.wait_for(|s| *s) => break Outcome::Interrupted,
-            injection = injections.recv() => {
-                if let Ok(request) = injection {
-                    note_injection(run, number, &request, rules);
-                }
-            }
+            injection = injections.recv() => take_injection(run, number, injection, rules),
         }
     };
     (outcome, test.finish().await)
+}
+
+/// fictl, installed beside this daemon (the test helpers run it); "fictl" from PATH
+/// otherwise.
+fn fictl_path() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("fictl")))
+        .filter(|p| p.is_file())
+        .map_or_else(|| "fictl".to_owned(), |p| p.display().to_string())
+}
+
+/// An injection the log sent: noted if it is one of this execution's rules, and counted
+/// (a subscriber that lagged counts what it missed: the log has moved past them).
+fn take_injection(
+    run: &Setting<'_>,
+    number: u32,
+    injection: Result<Arc<ObservedRequest>, broadcast::error::RecvError>,
+    rules: &Installed,
+) {
+    match injection {
+        Ok(request) => {
+            note_injection(run, number, &request, rules);
+            run.running.injections_taken(1);
+        }
+        Err(broadcast::error::RecvError::Lagged(n)) => run.running.injections_taken(n),
+        Err(broadcast::error::RecvError::Closed) => {}
+    }
 }
 
 /// Appends an injection of this execution's rules to the faults file and the live list.

@@ -85,6 +85,10 @@ pub struct Running {
     progress: broadcast::Sender<Progress>,
     current: Mutex<Progress>,
     injected: Mutex<(u32, Vec<InjectedFault>)>,
+    /// Injections of the request log the running execution has taken in (noted or not
+    /// its own), counted as the log counts them: when it reaches what the log sent, the
+    /// list above is complete (see `Explorer::injected_now`).
+    injections_seen: std::sync::atomic::AtomicU64,
 }
 
 impl Running {
@@ -105,6 +109,7 @@ impl Running {
                 error: None,
             }),
             injected: Mutex::new((0, Vec::new())),
+            injections_seen: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -147,6 +152,23 @@ impl Running {
 
     pub(super) fn begin_execution(&self, number: u32) {
         *self.injected.lock().unwrap_or_else(|p| p.into_inner()) = (number, Vec::new());
+    }
+
+    /// The execution subscribed to the log's injections when it had sent `sent`.
+    pub(super) fn injections_from(&self, sent: u64) {
+        self.injections_seen
+            .store(sent, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The execution took in `n` more injections (after noting them).
+    pub(super) fn injections_taken(&self, n: u64) {
+        self.injections_seen
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn injections_seen(&self) -> u64 {
+        self.injections_seen
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn note_injected(&self, fault: InjectedFault) {

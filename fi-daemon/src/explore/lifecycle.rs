@@ -153,23 +153,29 @@ pub struct Explorer {
     records: Arc<Records>,
     /// Where FI_INJECTED_FAULTS files live.
     runtime_dir: PathBuf,
+    /// The daemon's socket, which tests reach it by (FI_SOCKET).
+    socket: PathBuf,
     /// Where test cgroups are made (absolute): the sock_ops cgroup, so that the test's
     /// connections are attributed.
     cgroup_parent: PathBuf,
 }
 
 impl Explorer {
+    /// `socket` is the daemon's socket; its directory holds the explorations' files.
     pub fn new(
         control: Arc<Control>,
         store: Store,
-        runtime_dir: PathBuf,
+        socket: PathBuf,
         cgroup_parent: PathBuf,
     ) -> Explorer {
         Explorer {
             control,
             running: Mutex::new(None),
             records: Arc::new(Records::new(store)),
-            runtime_dir,
+            runtime_dir: socket
+                .parent()
+                .map_or_else(|| PathBuf::from("/run/fi"), Path::to_owned),
+            socket,
             cgroup_parent,
         }
     }
@@ -243,6 +249,7 @@ impl Explorer {
             control: Arc::clone(&self.control),
             records: Arc::clone(&self.records),
             runtime_dir: self.runtime_dir.clone(),
+            socket: self.socket.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
         };
         let (status, error) = match Run::new(ground, &running, config).await {
@@ -329,6 +336,29 @@ impl Explorer {
             .cloned()
             .ok_or(ExploreError::NoExecution(exploration, number))?;
         Ok((x.row, e))
+    }
+
+    /// [`Explorer::injected`], exact at the moment of the call for the running execution:
+    /// every fault the kernel injected before it is in the answer. The event pump reads the
+    /// ring buffer at once, and the answer waits until the execution has taken in what the
+    /// log then sent (a moment; a second at most). A test can ask right after the error it
+    /// saw, with no polling.
+    pub async fn injected_now(
+        &self,
+        exploration: i64,
+        execution: u32,
+    ) -> Result<Injected, ExploreError> {
+        if let Some(r) = self
+            .running()?
+            .filter(|r| exploration == 0 || r.id == exploration)
+        {
+            let sent = self.control.settle().await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            while r.injections_seen() < sent && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        self.injected(exploration, execution)
     }
 
     /// The faults injected in an execution: the running one's as they happen (exploration

@@ -33,6 +33,8 @@ pub(super) struct Ground {
     pub records: Arc<Records>,
     /// Where FI_INJECTED_FAULTS files live.
     pub runtime_dir: PathBuf,
+    /// The daemon's socket (FI_SOCKET for the test).
+    pub socket: PathBuf,
     /// Where test cgroups are made (absolute).
     pub cgroup_parent: PathBuf,
 }
@@ -49,6 +51,8 @@ pub(super) struct Run {
     _lease: Lease,
     test_cgroup: PathBuf,
     faults_file: PathBuf,
+    /// The daemon's socket (FI_SOCKET for the test).
+    socket: PathBuf,
     started: Instant,
     /// Addresses of the targets' containers -> their labels, for the report.
     names: BTreeMap<String, String>,
@@ -129,6 +133,7 @@ impl Run {
             _lease: lease,
             test_cgroup,
             faults_file: dir.join("injected-faults.jsonl"),
+            socket: ground.socket,
             started: Instant::now(),
             names,
             run_durations: Vec::new(),
@@ -145,6 +150,7 @@ impl Run {
             config: &self.config,
             sources: &self.sources,
             faults_file: &self.faults_file,
+            socket: &self.socket,
             test_cgroup: &self.test_cgroup,
             names: &self.names,
         }

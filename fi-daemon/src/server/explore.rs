@@ -335,7 +335,8 @@ impl ExploreService for ExploreApi {
         let found = self
             .daemon
             .explorer()
-            .injected(req.exploration_id, req.execution)
+            .injected_now(req.exploration_id, req.execution)
+            .await
             .map_err(explore_error)?;
         Ok(Response::new(api::GetInjectedFaultsResponse {
             exploration_id: found.exploration,

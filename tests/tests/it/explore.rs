@@ -671,3 +671,38 @@ fn a_containers_listening_sockets_are_its_own_and_no_one_elses() {
         "the stranger's socket is not: {found:?}"
     );
 }
+
+/// The test helpers answer exactly when asked: the shop's test asks `fi_testing` once,
+/// right after the error it saw (no polling), whether fi injected a fault on its own
+/// request. With faults on the test's own requests, every such plan must pass: a stale
+/// "no" would fail it.
+#[test]
+fn the_test_helpers_answer_exactly_at_once_on_the_tests_own_requests() {
+    let lab = Lab::new();
+    let shop = Example::shop(&lab);
+    let daemon = start_daemon(&lab, &shop, &[]);
+    let report = explore(
+        &daemon,
+        &shop,
+        &shop.shop_test(),
+        &["--faults", "reset,abort:503", "--include-test-requests"],
+    );
+    let own: Vec<&Value> = report["executions"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .filter(|e| describe_single(e).is_some_and(|(source, ..)| source == "test"))
+        .collect();
+    assert!(
+        own.len() >= 4,
+        "faults on the test's own requests were tried: {report:#}"
+    );
+    for e in own {
+        assert_eq!(
+            e["outcome"]["kind"], "passed",
+            "the test explained the fault on its own request at once: {e:#}"
+        );
+        let output = e["output_tail"].as_str().unwrap_or("");
+        assert!(output.contains("an error is expected"), "{output}");
+    }
+}
