@@ -11,7 +11,7 @@
 //! Every index into a fixed array is masked or checked against a constant, which is what
 //! lets the verifier accept it.
 
-use crate::rule::RequestDigest;
+use crate::digest::RequestDigest;
 
 /// Bytes of a packet's payload that the kernel copies out and scans (power of two).
 pub const SCAN_LEN: usize = 2048;

@@ -8,6 +8,7 @@
 pub mod counters;
 #[cfg(feature = "user")]
 pub mod csum;
+pub mod digest;
 pub mod event;
 #[cfg(not(target_arch = "bpf"))]
 pub mod fault;

@@ -11,14 +11,16 @@
 // Atomic fetch-add on map memory (rule counters) is written in BPF assembly (faults.rs).
 #![feature(asm_experimental_arch)]
 
+mod asked;
+mod events;
 mod faults;
 mod flows;
-mod http;
 mod maps;
 mod packet;
 mod reply;
 mod requests;
 mod responses;
+mod tc;
 mod walk;
 
 use aya_ebpf::{
@@ -39,14 +41,14 @@ use crate::maps::bump;
 pub fn fi_tc_egress(ctx: TcContext) -> i32 {
     bump(Counter::EgressPackets, 1);
     bump(Counter::EgressBytes, u64::from(ctx.len()));
-    http::observe(&ctx, DIRECTION_EGRESS)
+    tc::observe(&ctx, DIRECTION_EGRESS)
 }
 
 #[classifier]
 pub fn fi_tc_ingress(ctx: TcContext) -> i32 {
     bump(Counter::IngressPackets, 1);
     bump(Counter::IngressBytes, u64::from(ctx.len()));
-    http::observe(&ctx, DIRECTION_INGRESS)
+    tc::observe(&ctx, DIRECTION_INGRESS)
 }
 
 /// The rest of a segment's request bytes after a head (tail-called, never attached).

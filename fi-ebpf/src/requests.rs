@@ -29,8 +29,9 @@ use fi_common::{
 };
 
 use crate::{
+    asked::{rules_loaded, watched},
+    events::{fill_header, report_response},
     faults,
-    http::{fill_header, prefix, report_response, rules_loaded, watched},
     maps::{FI_EVENTS, FI_PARTIAL, FI_SCRATCH, Scratch, bump},
     packet::Segment,
     walk::{self, Direction, Outcome, Walk},
@@ -212,7 +213,7 @@ fn finish(flow: &mut FlowState, scratch: &mut Scratch) {
 #[inline(always)]
 fn begins_request(ctx: &TcContext, scratch: &mut Scratch, segment: &Segment) -> bool {
     walk::load_prefix::<8>(ctx, scratch, segment)
-        && method_prefix(&prefix::<8>(&scratch.buf, 0)).is_some()
+        && method_prefix(&walk::prefix::<8>(&scratch.buf, 0)).is_some()
 }
 
 /// The request direction of a walk.

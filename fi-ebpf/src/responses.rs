@@ -20,8 +20,9 @@ use fi_common::{
 };
 
 use crate::{
+    asked::{faults_hold, rules_loaded, watched},
+    events::report_response,
     faults,
-    http::{faults_hold, prefix, report_response, rules_loaded, watched},
     maps::{FI_SCRATCH, Scratch, bump},
     packet::Segment,
     walk::{self, Direction, Outcome, Walk},
@@ -132,7 +133,7 @@ pub fn more(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn begins_response(ctx: &TcContext, scratch: &mut Scratch, segment: &Segment) -> bool {
     walk::load_prefix::<12>(ctx, scratch, segment)
-        && status_prefix(&prefix::<12>(&scratch.buf, 0)).is_some()
+        && status_prefix(&walk::prefix::<12>(&scratch.buf, 0)).is_some()
 }
 
 /// The response direction of a walk.

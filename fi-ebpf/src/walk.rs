@@ -181,6 +181,18 @@ pub fn all_body<S: Framing>(stream: &mut S, next_seq: u32, mode: u8, segment: &S
     true
 }
 
+/// `N` bytes of the buffer from `offset` (wrapping inside it, as the verifier needs).
+#[inline(always)]
+pub fn prefix<const N: usize>(buf: &[u8; SCAN_LEN], offset: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = buf[(offset as usize + i) & (SCAN_LEN - 1)];
+        i += 1;
+    }
+    out
+}
+
 /// The first `N` bytes of the segment's payload (to tell whether it begins a message), in
 /// `scratch.buf`; false when it has fewer or they cannot be read.
 #[inline(always)]

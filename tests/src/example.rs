@@ -207,6 +207,15 @@ impl Example {
         ))
     }
 
+    /// The shop's functional test in Rust, with the fi-testing crate (one checkout).
+    pub fn shop_test_rust(&self) -> String {
+        self.in_client(&format!(
+            "{} {}",
+            bin_path("fi-shop-test").display(),
+            self.service("frontend").url()
+        ))
+    }
+
     /// The deep example's test: the page must load.
     pub fn deep_test(&self) -> String {
         self.in_client(&format!(

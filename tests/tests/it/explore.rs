@@ -672,6 +672,40 @@ fn a_containers_listening_sockets_are_its_own_and_no_one_elses() {
     );
 }
 
+/// The Rust helpers (`fi-testing`) answer exactly too: the shop's checkout as a Rust test
+/// asks once, right after the error, and every plan on its own request passes; plans that
+/// break the shop behind it still fail.
+#[test]
+fn the_rust_test_helpers_answer_exactly_at_once() {
+    let lab = Lab::new();
+    let shop = Example::shop(&lab);
+    let daemon = start_daemon(&lab, &shop, &[]);
+    let report = explore(
+        &daemon,
+        &shop,
+        &shop.shop_test_rust(),
+        &["--faults", "reset,abort:503", "--include-test-requests"],
+    );
+    let executions = report["executions"].as_array().expect("executions");
+    let own: Vec<&Value> = executions
+        .iter()
+        .filter(|e| describe_single(e).is_some_and(|(source, ..)| source == "test"))
+        .collect();
+    assert!(
+        own.len() >= 2,
+        "faults on the test's own request were tried: {report:#}"
+    );
+    for e in own {
+        assert_eq!(e["outcome"]["kind"], "passed", "{e:#}");
+        let output = e["output_tail"].as_str().unwrap_or("");
+        assert!(output.contains("is expected"), "{output}");
+    }
+    assert_eq!(
+        executions[0]["outcome"]["kind"], "passed",
+        "the reference run"
+    );
+}
+
 /// The test helpers answer exactly when asked: the shop's test asks `fi_testing` once,
 /// right after the error it saw (no polling), whether fi injected a fault on its own
 /// request. With faults on the test's own requests, every such plan must pass: a stale
