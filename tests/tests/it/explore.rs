@@ -672,71 +672,48 @@ fn a_containers_listening_sockets_are_its_own_and_no_one_elses() {
     );
 }
 
-/// The Rust helpers (`fi-testing`) answer exactly too: the shop's checkout as a Rust test
-/// asks once, right after the error, and every plan on its own request passes; plans that
-/// break the shop behind it still fail.
-#[test]
-fn the_rust_test_helpers_answer_exactly_at_once() {
+/// Explores the shop with faults on the test's own requests (reset, abort 503), the test
+/// being `test`, which asks fi's helpers once, right after the error it saw, whether fi
+/// injected a fault on its own request. Every such plan must pass (a stale "no" from the
+/// helpers would fail it), saying that the error `expected` (its message).
+fn own_request_faults_are_explained_at_once(test: impl Fn(&Example) -> String, expected: &str) {
     let lab = Lab::new();
     let shop = Example::shop(&lab);
     let daemon = start_daemon(&lab, &shop, &[]);
     let report = explore(
         &daemon,
         &shop,
-        &shop.shop_test_rust(),
+        &test(&shop),
         &["--faults", "reset,abort:503", "--include-test-requests"],
     );
     let executions = report["executions"].as_array().expect("executions");
+    assert_eq!(
+        executions[0]["outcome"]["kind"], "passed",
+        "the reference run"
+    );
     let own: Vec<&Value> = executions
         .iter()
         .filter(|e| describe_single(e).is_some_and(|(source, ..)| source == "test"))
         .collect();
     assert!(
         own.len() >= 2,
-        "faults on the test's own request were tried: {report:#}"
-    );
-    for e in own {
-        assert_eq!(e["outcome"]["kind"], "passed", "{e:#}");
-        let output = e["output_tail"].as_str().unwrap_or("");
-        assert!(output.contains("is expected"), "{output}");
-    }
-    assert_eq!(
-        executions[0]["outcome"]["kind"], "passed",
-        "the reference run"
-    );
-}
-
-/// The test helpers answer exactly when asked: the shop's test asks `fi_testing` once,
-/// right after the error it saw (no polling), whether fi injected a fault on its own
-/// request. With faults on the test's own requests, every such plan must pass: a stale
-/// "no" would fail it.
-#[test]
-fn the_test_helpers_answer_exactly_at_once_on_the_tests_own_requests() {
-    let lab = Lab::new();
-    let shop = Example::shop(&lab);
-    let daemon = start_daemon(&lab, &shop, &[]);
-    let report = explore(
-        &daemon,
-        &shop,
-        &shop.shop_test(),
-        &["--faults", "reset,abort:503", "--include-test-requests"],
-    );
-    let own: Vec<&Value> = report["executions"]
-        .as_array()
-        .expect("executions")
-        .iter()
-        .filter(|e| describe_single(e).is_some_and(|(source, ..)| source == "test"))
-        .collect();
-    assert!(
-        own.len() >= 4,
         "faults on the test's own requests were tried: {report:#}"
     );
     for e in own {
-        assert_eq!(
-            e["outcome"]["kind"], "passed",
-            "the test explained the fault on its own request at once: {e:#}"
-        );
+        assert_eq!(e["outcome"]["kind"], "passed", "explained at once: {e:#}");
         let output = e["output_tail"].as_str().unwrap_or("");
-        assert!(output.contains("an error is expected"), "{output}");
+        assert!(output.contains(expected), "{output}");
     }
+}
+
+/// The Python helpers (`fi_testing`), as the shop's test uses them.
+#[test]
+fn the_test_helpers_answer_exactly_at_once_on_the_tests_own_requests() {
+    own_request_faults_are_explained_at_once(Example::shop_test, "an error is expected");
+}
+
+/// The Rust helpers (`fi-testing`), as the shop's checkout in Rust uses them.
+#[test]
+fn the_rust_test_helpers_answer_exactly_at_once() {
+    own_request_faults_are_explained_at_once(Example::shop_test_rust, "is expected");
 }
