@@ -41,11 +41,28 @@ pub struct EdgeVerdicts {
     pub faults: BTreeMap<String, Vec<Verdict>>,
 }
 
+/// Failing plans that tell one story: the same call sites, the same kinds of fault, the
+/// same failure. A reader acts on a finding, not on each of its plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Where and what: "frontend → payments POST /charge: reset" (" + " between the
+    /// faults of a plan with several).
+    pub faults: String,
+    /// How the test failed: its outcome and its last FAIL line.
+    pub failure: String,
+    /// The executions of this finding (predicted ones included), in order.
+    pub executions: Vec<u32>,
+    /// Runs the first of them again.
+    pub replay: String,
+}
+
 /// What the report says, before it is rendered.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub runs: u32,
     pub pruned: u32,
+    /// The failing plans grouped: what a reader looks at first.
+    pub findings: Vec<Finding>,
     pub failures: Vec<Failure>,
     pub edges: Vec<EdgeVerdicts>,
     pub notes: Vec<String>,
@@ -175,13 +192,94 @@ pub fn summarize(x: &Exploration) -> Summary {
                 });
         }
     }
+    let findings = findings(x, &failures, &by_plan, &name);
     Summary {
         runs: x.executions.iter().filter(|e| e.pruned.is_none()).count() as u32,
         pruned: x.executions.iter().filter(|e| e.pruned.is_some()).count() as u32,
+        findings,
         failures,
         edges: edges.into_values().collect(),
         notes,
     }
+}
+
+/// Groups the failing plans into findings: the same call sites (by endpoint, whichever
+/// call of it), the same kinds of fault (abort, whatever its status), the same failure.
+fn findings(
+    x: &Exploration,
+    failures: &[Failure],
+    by_plan: &BTreeMap<&Plan, &Execution>,
+    name: &dyn Fn(&std::net::SocketAddr) -> String,
+) -> Vec<Finding> {
+    let mut groups: Vec<Finding> = Vec::new();
+    for f in failures {
+        let Some(e) = x.executions.iter().find(|e| e.number == f.execution) else {
+            continue;
+        };
+        // A predicted failure is told like the execution it is predicted from.
+        let told = e
+            .pruned
+            .as_ref()
+            .and_then(|p| by_plan.get(&p.equivalent).copied())
+            .unwrap_or(e);
+        let faults = e
+            .plan
+            .0
+            .iter()
+            .map(|p| {
+                let fault = p.fault.to_string();
+                let kind = fault.split(':').next().unwrap_or(&fault).to_owned();
+                format!(
+                    "{} → {} {} {}: {kind}",
+                    p.site.source,
+                    name(&p.site.destination),
+                    p.site.method,
+                    p.site.path
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let last_fail = told
+            .output_tail
+            .lines()
+            .rev()
+            .find(|l| l.contains("FAIL"))
+            .map(|l| {
+                without_queries(l.trim())
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            });
+        let failure = match last_fail {
+            Some(line) => format!("{}: {line}", told.outcome.describe()),
+            None => told.outcome.describe(),
+        };
+        match groups
+            .iter_mut()
+            .find(|g| g.faults == faults && g.failure == failure)
+        {
+            Some(g) => g.executions.push(e.number),
+            None => groups.push(Finding {
+                faults,
+                failure,
+                executions: vec![e.number],
+                replay: f.replay.clone(),
+            }),
+        }
+    }
+    groups
+}
+
+/// A failure line without its query strings (an order id, a timestamp): what differs
+/// from one execution to the next is not part of the story.
+fn without_queries(line: &str) -> String {
+    line.split(' ')
+        .map(|word| match word.split_once('?') {
+            Some((before, _)) => format!("{before}?…"),
+            None => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn json(x: &Exploration) -> String {
@@ -222,6 +320,23 @@ pub fn text(x: &Exploration) -> String {
     let _ = writeln!(out, "test: {}", c.command);
     if let Some(err) = &x.row.error {
         let _ = writeln!(out, "note: {err}");
+    }
+    if !s.findings.is_empty() {
+        let _ = writeln!(out, "\nfindings ({}):", s.findings.len());
+        for (i, f) in s.findings.iter().enumerate() {
+            let plans: Vec<String> = f.executions.iter().map(|n| format!("#{n}")).collect();
+            let _ = writeln!(
+                out,
+                "  {}. {}\n     {}\n     {} plan{} ({})  →  {}",
+                i + 1,
+                f.faults,
+                f.failure,
+                f.executions.len(),
+                if f.executions.len() == 1 { "" } else { "s" },
+                plans.join(", "),
+                f.replay
+            );
+        }
     }
     let _ = writeln!(out, "\ncall graph (✓ survived, ✗ broke the test):");
     for edge in &s.edges {
@@ -415,6 +530,26 @@ pub fn html(x: &Exploration) -> String {
         .iter()
         .map(|n| format!("<li>{}</li>", escape(n)))
         .collect();
+    let findings: String = s
+        .findings
+        .iter()
+        .map(|f| {
+            let plans: Vec<String> = f.executions.iter().map(|n| format!("#{n}")).collect();
+            format!(
+                "<li><b>{}</b><br>{}<br>{} plan(s): {} — <code>{}</code></li>",
+                escape(&f.faults),
+                escape(&f.failure),
+                f.executions.len(),
+                plans.join(", "),
+                escape(&f.replay)
+            )
+        })
+        .collect();
+    let findings_block = if findings.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Findings</h2><ol>{findings}</ol>")
+    };
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fi exploration {id}</title>
@@ -429,6 +564,7 @@ table.edges {{ margin-top: 8px; width: auto; }}
 </style></head><body>
 <h1>fi exploration {id}</h1>
 <p>Test <code>{command}</code>, status <b>{status}</b>: {runs} executions run, {pruned} pruned, <b>{nfail} failing</b>.</p>
+{findings_block}
 <h2>Call graph</h2>
 <p>Each edge lists the faults injected on it: ✓ the test survived, ✗ it broke the test.</p>
 <div class="graph">{svg}</div>
@@ -508,6 +644,15 @@ pub fn diff(base: &Exploration, head: &Exploration) -> Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_differ_by_what_they_say_not_by_their_query_strings() {
+        assert_eq!(
+            without_queries("FAIL: POST /checkout?order=1-6-32350 answered 503: {}"),
+            "FAIL: POST /checkout?… answered 503: {}"
+        );
+        assert_eq!(without_queries("exit status 1"), "exit status 1");
+    }
 
     #[test]
     fn every_node_of_a_graph_with_a_cycle_is_inside_the_picture() {

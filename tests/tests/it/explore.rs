@@ -158,8 +158,35 @@ fn the_shop_exploration_finds_exactly_the_known_breaking_faults_and_replays_them
             .contains("charged 2 times"),
         "{lost:#}"
     );
-    // Each failure comes with its replay command; replay reproduces it.
+    // Findings group the failing plans: each failing plan is in exactly one, and plans
+    // that tell one story (one site, one kind of fault, one failure) share one.
     let failures = report["summary"]["failures"].as_array().expect("failures");
+    let findings = report["summary"]["findings"].as_array().expect("findings");
+    let mut grouped: Vec<u64> = findings
+        .iter()
+        .flat_map(|f| f["executions"].as_array().expect("executions").iter())
+        .filter_map(Value::as_u64)
+        .collect();
+    grouped.sort_unstable();
+    let mut failing: Vec<u64> = failures
+        .iter()
+        .filter_map(|f| f["execution"].as_u64())
+        .collect();
+    failing.sort_unstable();
+    assert_eq!(
+        grouped, failing,
+        "every failing plan in one finding: {findings:#?}"
+    );
+    assert!(
+        findings.len() < failures.len(),
+        "abort:500 and abort:503 on one call, with one failure, are one finding: {findings:#?}"
+    );
+    let text = fictl(&daemon, &["explore", "show", &id.to_string()], &[0, 1]);
+    assert!(
+        text.contains("findings ("),
+        "the text report leads with findings: {text}"
+    );
+    // Each failure comes with its replay command; replay reproduces it.
     let singles: Vec<&Value> = failures
         .iter()
         .filter(|f| !f["plan"].as_str().unwrap_or("").contains(" + "))
