@@ -117,15 +117,13 @@ impl Framer {
         }
     }
 
-    /// Skips `n` bytes of body data (at most [`Framer::opaque`]). Returns whether they
-    /// ended the message.
-    pub fn skip(&mut self, n: u64) -> bool {
+    /// Skips `n` bytes of body data (at most [`Framer::opaque`]).
+    pub fn skip(&mut self, n: u64) {
         match self.state {
             BODY => {
                 self.remaining = self.remaining.saturating_sub(n);
                 if self.remaining == 0 {
                     self.state = IDLE;
-                    return true;
                 }
             }
             CHUNK_DATA => {
@@ -137,7 +135,6 @@ impl Framer {
             }
             _ => {}
         }
-        false
     }
 
     /// Frames the body of a message whose head just ended, as its head says.
@@ -168,9 +165,9 @@ impl Framer {
 
     /// Looks at one byte of a chunked body's framing (a chunk-size line, the line end
     /// after chunk data, trailers): the only bytes between heads that are not skipped in
-    /// bulk. Returns whether it ended the message. Elsewhere it does nothing.
+    /// bulk. Elsewhere it does nothing.
     #[inline(always)]
-    pub fn body_step(&mut self, b: u8) -> bool {
+    pub fn body_step(&mut self, b: u8) {
         match self.state {
             CHUNK_SIZE => self.chunk_size_byte(b),
             CHUNK_EXT if b == b'\n' => self.chunk_size_done(),
@@ -186,10 +183,9 @@ impl Framer {
                     _ => self.halt(Stop::Malformed),
                 }
             }
-            TRAILERS => return self.trailer_byte(b),
+            TRAILERS => self.trailer_byte(b),
             _ => {}
         }
-        false
     }
 
     fn chunk_size_byte(&mut self, b: u8) {
@@ -230,17 +226,15 @@ impl Framer {
         self.state = CHUNK_DATA;
     }
 
-    fn trailer_byte(&mut self, b: u8) -> bool {
+    fn trailer_byte(&mut self, b: u8) {
         match b {
             b'\n' if self.flags & L_START != 0 => {
                 self.state = IDLE;
                 self.flags = 0;
-                return true;
             }
             b'\n' => self.flags = L_START,
             b'\r' => {}
             _ => self.flags &= !L_START,
         }
-        false
     }
 }

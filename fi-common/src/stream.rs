@@ -103,7 +103,7 @@ framing_of!(ResponseStream);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestStream {
-    /// Framing between heads (its head state is not used: the parser reads heads).
+    /// Framing between heads.
     pub framer: Framer,
     /// TCP sequence number of the next byte not yet looked at (SYNCED).
     pub next_seq: u32,
@@ -113,8 +113,7 @@ pub struct RequestStream {
     /// map (kernel) or by the caller (host).
     pub in_head: u8,
     pub _pad: [u8; 2],
-    /// Heads completed on this stream.
-    pub heads: u32,
+    pub _pad1: u32,
     /// Whether the flow is watched, as of a generation of the targets: see [`watch`].
     pub watch: u32,
 }
@@ -134,7 +133,7 @@ impl RequestStream {
             mode: UNSYNCED,
             in_head: 0,
             _pad: [0; 2],
-            heads: 0,
+            _pad1: 0,
             watch: 0,
         }
     }
@@ -184,7 +183,6 @@ impl RequestStream {
             self.stop(Stop::Malformed);
             return Look::Stopped;
         }
-        self.heads = self.heads.wrapping_add(1);
         if parser.out.method == Method::Connect as u8 || parser.out.flags & FLAG_UPGRADE != 0 {
             // What follows depends on the answer (101, CONNECT 2xx): fi does not guess.
             self.framer.halt(Stop::Upgraded);
@@ -216,7 +214,8 @@ pub struct ResponseStream {
     /// A head is in progress in `parser`.
     pub in_head: u8,
     pub _pad: [u8; 2],
-    /// Final responses completed on this stream.
+    /// Final responses completed on this stream (the host's `feed` pairs them with
+    /// `methods` by it; the kernel pairs by the flow's `next_response`).
     pub heads: u32,
     /// Whether the flow is watched, as of a generation of the targets: see [`watch`].
     pub watch: u32,

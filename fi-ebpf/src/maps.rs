@@ -70,7 +70,7 @@ pub const CSUM_BUF_LEN: usize = 40 + 20 + fi_common::rule::ABORT_RESPONSE_LEN;
 /// completion on its CPU, so one slot per CPU is never shared.
 #[repr(C)]
 pub struct Scratch {
-    /// The first bytes of the payload.
+    /// A window of the payload being walked.
     pub buf: [u8; SCAN_LEN],
     pub request: RequestParser,
     pub request_event: RequestEvent,
@@ -113,8 +113,8 @@ pub struct Tail {
     pub rules: u32,
 }
 
-/// The followers programs, tail-called: verified on their own, so their parsing does not
-/// multiply the states of the main programs. Slots: `fi_common::maps::JUMP_*`.
+/// The walking programs (`fi_req_more`, `fi_resp_more`), tail-called: verified on their
+/// own, and with a stack of their own for the parsing loops. Slots: `fi_common::maps::JUMP_*`.
 #[map]
 pub static FI_JUMP: ProgramArray = ProgramArray::with_max_entries(JUMP_SLOTS, 0);
 

@@ -122,9 +122,9 @@ pub fn observe(ctx: &TcContext, direction: u32) -> i32 {
             bump(Counter::FaultDrops, 1);
             return faults::vanish();
         }
-        // Responses fi gave itself (aborts) are not waited for.
-        flow.next_response = flow.answered();
         if segment.payload_len > 0 {
+            // Responses fi gave itself (aborts) are not waited for.
+            flow.next_response = flow.answered();
             return responses::on_bytes(ctx, flow, &segment, key, ifindex);
         }
     }
